@@ -1,0 +1,13 @@
+"""The doctor's checklist. Each module registers the checks of one category on import."""
+
+from __future__ import annotations
+
+from llmtune.checks import cpu, gpu, memory, power, processes, system, thermal  # noqa: F401
+from llmtune.checks.registry import CHECKS, Check
+
+
+def all_checks() -> list[Check]:
+    """Every registered check, in a stable order (category order, then ID)."""
+    from llmtune.checks.registry import CATEGORIES
+
+    return sorted(CHECKS.values(), key=lambda c: (CATEGORIES.index(c.category), c.id))

@@ -1,0 +1,148 @@
+"""Doctor settings: what the user knows that the host cannot tell (rated RAM speed...) and thresholds.
+
+Settings come from a YAML mapping; every key is checked against the schema below before any host
+is read, and a bad one stops with the file, the key and what is allowed (exit 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class SettingsError(ValueError):
+    """A settings file or key is wrong; carries where, so the user can fix it."""
+
+    def __init__(self, source: str, key: str | None, message: str) -> None:
+        self.source = source
+        self.key = key
+        self.message = message
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {message}")
+
+
+def _positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return "a positive integer"
+    return None
+
+
+def _optional_positive_int(value: Any) -> str | None:
+    return None if value is None else _positive_int(value)
+
+
+def _ratio(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        return "a number greater than 0 and at most 1"
+    return None
+
+
+def _percent(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10000:
+        return "a percentage of one CPU (e.g. 20, or 150 for one and a half CPUs)"
+    return None
+
+
+def _celsius(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 20 <= value <= 130:
+        return "a temperature in °C between 20 and 130"
+    return None
+
+
+def _swappiness(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 200:
+        return "an integer between 0 and 200"
+    return None
+
+
+def _names(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        return "a list of process names"
+    return None
+
+
+Validator = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class DoctorSettings:
+    """Every field is a settings key; the comment on each says what it means."""
+
+    # The speed (MT/s) the RAM kit is rated for with XMP/EXPO. SMBIOS often reports the JEDEC
+    # speed as the module's "Speed", so without this the doctor can only compare with that.
+    ram_rated_mts: int | None = None
+    # Memory channels in use, when the DIMM slot names do not tell (for the bandwidth probe).
+    memory_channels: int | None = None
+    # Lowest share of the theoretical RAM bandwidth the full level's probe must reach.
+    memory_bandwidth_min_ratio: float = 0.5
+    # P-core clocks below this share of their maximum are reported (warn).
+    cpu_mhz_min_ratio: float = 0.85
+    # A background process above this CPU share (percent of one CPU) is a hog.
+    cpu_hog_percent: float = 20.0
+    # vm.swappiness above this is reported when swap is in use.
+    swappiness_max: int = 10
+    # GPU temperatures: warn at or above, fail at or above.
+    gpu_temp_warn_c: float = 83.0
+    gpu_temp_fail_c: float = 90.0
+    # Thermal zones (CPU package, ACPI) at or above this warn; at their own trip points fail.
+    thermal_warn_c: float = 85.0
+    # VRAM other processes may hold (MiB) before the doctor reports them.
+    vram_other_max_mib: int = 256
+    # Processes that are part of the inference stack: never reported as hogs or VRAM holders.
+    inference_processes: list[str] = field(
+        default_factory=lambda: ["llama-server", "llama-bench", "llama-cli"]
+    )
+
+
+_VALIDATORS: dict[str, Validator] = {
+    "ram_rated_mts": _optional_positive_int,
+    "memory_channels": _optional_positive_int,
+    "memory_bandwidth_min_ratio": _ratio,
+    "cpu_mhz_min_ratio": _ratio,
+    "cpu_hog_percent": _percent,
+    "swappiness_max": _swappiness,
+    "gpu_temp_warn_c": _celsius,
+    "gpu_temp_fail_c": _celsius,
+    "thermal_warn_c": _celsius,
+    "vram_other_max_mib": _positive_int,
+    "inference_processes": _names,
+}
+
+
+def settings_from_mapping(data: Mapping[str, Any], source: str) -> DoctorSettings:
+    known = {f.name for f in fields(DoctorSettings)}
+    for key, value in data.items():
+        if key not in known:
+            allowed = ", ".join(sorted(known))
+            raise SettingsError(source, str(key), f"unknown key; allowed keys: {allowed}")
+        problem = _VALIDATORS[key](value)
+        if problem:
+            raise SettingsError(source, key, f"got {value!r}; expected {problem}")
+    settings = DoctorSettings(**dict(data))
+    if settings.gpu_temp_warn_c > settings.gpu_temp_fail_c:
+        raise SettingsError(source, "gpu_temp_warn_c", "must not be above gpu_temp_fail_c")
+    return settings
+
+
+def load_settings(path: Path | None) -> DoctorSettings:
+    """Read and validate a settings YAML file; ``None`` gives the defaults."""
+    if path is None:
+        return DoctorSettings()
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingsError(source, None, f"cannot read: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(source, None, f"not valid YAML: {exc}") from exc
+    if data is None:
+        return DoctorSettings()
+    if not isinstance(data, dict):
+        raise SettingsError(source, None, "expected a mapping of setting: value")
+    return settings_from_mapping(data, source)
