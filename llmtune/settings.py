@@ -1,4 +1,4 @@
-"""Doctor settings: what the user knows that the host cannot tell (rated RAM speed...) and thresholds.
+"""Doctor settings: what the user knows and the host cannot tell (rated RAM speed), thresholds.
 
 Settings come from a YAML mapping; every key is checked against the schema below before any host
 is read, and a bad one stops with the file, the key and what is allowed (exit 2).

@@ -31,9 +31,7 @@ def _matches(check: Check, token: str) -> bool:
     return token in (check.id.lower(), check.name.lower(), check.category.lower())
 
 
-def select_checks(
-    level: Level, only: Sequence[str] = (), skip: Sequence[str] = ()
-) -> list[Check]:
+def select_checks(level: Level, only: Sequence[str] = (), skip: Sequence[str] = ()) -> list[Check]:
     """Checks of the level (full includes quick), narrowed by --only and --skip tokens.
 
     A token is a check ID (MEM001), name (ram-rated-speed) or category (memory); one that matches

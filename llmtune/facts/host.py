@@ -70,7 +70,10 @@ class HostInfo(LlmtuneFact[HostInfoValue]):
             join(
                 section("hostname", "uname -n"),
                 section("kernel", "uname -r"),
-                section("os-release", "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; true"),
+                section(
+                    "os-release",
+                    "cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null; true",
+                ),
                 section("virt", tool("systemd-detect-virt", "systemd-detect-virt")),
                 section("pid1", "cat /proc/1/comm 2>/dev/null; true"),
                 section("uid", "id -u"),

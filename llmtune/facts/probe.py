@@ -108,7 +108,9 @@ def parse_tool(lines: Sequence[str]) -> ToolOutput:
         if line.startswith(MARK + "missing "):
             return ToolOutput(missing=True)
         if line.startswith(MARK + "rc "):
-            return ToolOutput(missing=False, rc=int(line[len(MARK) + 3 :].strip()), lines=tuple(out))
+            return ToolOutput(
+                missing=False, rc=int(line[len(MARK) + 3 :].strip()), lines=tuple(out)
+            )
         out.append(line)
     # No trailer: the probe was cut short (timeout, connection lost).
     return ToolOutput(missing=False, rc=None, lines=tuple(out))

@@ -1,0 +1,17 @@
+"""The ``llmtune`` command: a click group; each subcommand lives in llmtune/commands/."""
+
+from __future__ import annotations
+
+import click
+
+from llmtune import __version__
+from llmtune.commands.doctor import doctor
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="llmtune")
+def main() -> None:
+    """Provision, tune and verify Linux hosts that serve LLMs with llama.cpp's llama-server."""
+
+
+main.add_command(doctor)
