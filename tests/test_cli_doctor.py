@@ -10,9 +10,8 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from llmtune.checks import all_checks
+from prometheus_client.parser import text_string_to_metric_families
 
 LLMTUNE = [sys.executable, "-m", "llmtune"]
 
@@ -110,9 +109,7 @@ def test_prometheus_output_parses(tmp_path: Path, local_json: dict) -> None:
     assert proc.stdout == ""
     families = {f.name: f for f in text_string_to_metric_families(out.read_text())}
     status = families["llmtune_doctor_check_status"]
-    current = {
-        s.labels["id"]: s.labels["status"] for s in status.samples if s.value == 1
-    }
+    current = {s.labels["id"]: s.labels["status"] for s in status.samples if s.value == 1}
     assert current == {f["id"]: f["status"] for f in local_json["findings"]}
     assert "llmtune_doctor_duration_seconds" in families
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from llmtune.checks.registry import Level
+
 from llmtune.doctor.collect import collect_local
 from llmtune.doctor.remote import collect_pyinfra, connect
 from llmtune.doctor.run import facts_needed, select_checks
-from llmtune.checks.registry import Level
 from llmtune.facts.host import HostInfo
 
 

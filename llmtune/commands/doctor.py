@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from llmtune.checks import all_checks
 from llmtune.checks.registry import Level
 from llmtune.doctor.capture import CaptureError
 from llmtune.doctor.collect import ProbeRecord
@@ -30,6 +31,16 @@ def _write_atomically(path: Path, text: str) -> None:
         handle.write(text)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def _check_table() -> str:
+    rows = [("ID", "NAME", "CATEGORY", "LEVEL", "TITLE")]
+    rows += [(c.id, c.name, c.category, c.level.value, c.title) for c in all_checks()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4] + "\n"
+        for r in rows
+    )
 
 
 def _progress(record: ProbeRecord) -> None:
@@ -93,6 +104,7 @@ def _progress(record: ProbeRecord) -> None:
     help="Write the report to this file (atomically) instead of stdout.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show the details of passing checks too.")
+@click.option("--list", "list_checks", is_flag=True, help="List the checks and exit.")
 def doctor(
     fmt: str,
     level: str | None,
@@ -104,6 +116,7 @@ def doctor(
     replay: Path | None,
     output: Path | None,
     verbose: bool,
+    list_checks: bool,
 ) -> None:
     """Run the diagnostic checklist on this host.
 
@@ -111,6 +124,9 @@ def doctor(
     Exit codes: 0 no failure, 1 a check failed (or warned, with --fail-on warn),
     2 usage or configuration error, 3 a check errored and none failed.
     """
+    if list_checks:
+        click.echo(_check_table(), nl=False)
+        return
     if capture and replay:
         raise click.UsageError("--capture and --replay cannot be combined")
     fail_status = Status(fail_on)
