@@ -1,7 +1,7 @@
 from conftest import HOSTS, read_fact
-
-from llmtune.checks.registry import FactValues
 from llmtune.checks.memory import thp_always
+from llmtune.checks.registry import FactValues
+
 from llmtune.facts.memory import Thp, ThpValue
 from llmtune.findings import Status
 from llmtune.settings import DoctorSettings
@@ -10,8 +10,12 @@ from llmtune.settings import DoctorSettings
 def test_thp_fact_reads_recorded_vm_values(tree):
     # thp.txt: `cat enabled` then `cat defrag`, recorded on the Debian 12 VM.
     enabled, defrag = (HOSTS / "debian12-vm-nogpu" / "thp.txt").read_text().splitlines()
-    root = tree({"/sys/kernel/mm/transparent_hugepage/enabled": enabled + "\n",
-                 "/sys/kernel/mm/transparent_hugepage/defrag": defrag + "\n"})
+    root = tree(
+        {
+            "/sys/kernel/mm/transparent_hugepage/enabled": enabled + "\n",
+            "/sys/kernel/mm/transparent_hugepage/defrag": defrag + "\n",
+        }
+    )
     assert read_fact(Thp, root=root) == ThpValue(enabled="madvise", defrag="madvise")
 
 

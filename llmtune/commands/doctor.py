@@ -38,7 +38,7 @@ def _check_table() -> str:
     rows += [(c.id, c.name, c.category, c.level.value, c.title) for c in all_checks()]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     return "".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths)) + "  " + r[4] + "\n"
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths, strict=True)) + "  " + r[4] + "\n"
         for r in rows
     )
 
