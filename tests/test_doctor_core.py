@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from conftest import run_command
+
 from llmtune.checks import all_checks
 from llmtune.checks.registry import CHECKS, RETIRED_IDS, FactValues, Level, check
-
 from llmtune.doctor.run import SelectionError, evaluate, exit_code, select_checks
 from llmtune.facts.probe import parse_grep_h, parse_tool, section, split_sections, tool
 from llmtune.findings import Finding, Outcome, Severity, Status
@@ -128,3 +128,24 @@ def test_settings_validation(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="mapping"):
         load_settings(path)
     assert load_settings(None) == DoctorSettings()
+
+
+def test_readme_lists_every_check() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for c in all_checks():
+        assert f"| {c.id} | `{c.name}` |" in readme, f"README's checklist lacks {c.id}"
+
+
+def test_mangled_tool_trailer_reads_as_unfinished() -> None:
+    out = parse_tool(["some output", "@@llmtune rc x"])
+    assert out.rc is None and not out.ok and out.lines == ("some output",)
+
+
+def test_load_probes_run_alone_after_the_readers() -> None:
+    from llmtune.doctor.collect import collect_local
+    from llmtune.facts.host import HostInfo
+    from llmtune.facts.memory import MemoryBandwidth, Thp
+
+    order: list[str] = []
+    collect_local([MemoryBandwidth, HostInfo, Thp], on_done=lambda r: order.append(r.fact))
+    assert order[-1] == "MemoryBandwidth" and set(order[:2]) == {"HostInfo", "Thp"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from llmtune.checks.registry import Level
-
 from llmtune.doctor.collect import collect_local
 from llmtune.doctor.remote import collect_pyinfra, connect
 from llmtune.doctor.run import facts_needed, select_checks
@@ -21,5 +20,5 @@ def test_pyinfra_local_connector_matches_local_collector() -> None:
     # Values that do not move between two readings must be equal.
     assert through_pyinfra.facts[HostInfo] == local.facts[HostInfo]
     for fact in facts:
-        if getattr(fact, "stable", True):
+        if fact.stable:
             assert through_pyinfra.facts[fact] == local.facts[fact], fact.__name__

@@ -1,7 +1,7 @@
 from conftest import HOSTS, read_fact
+
 from llmtune.checks.memory import thp_always
 from llmtune.checks.registry import FactValues
-
 from llmtune.facts.memory import Thp, ThpValue
 from llmtune.findings import Status
 from llmtune.settings import DoctorSettings

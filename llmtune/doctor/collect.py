@@ -17,8 +17,6 @@ from llmtune.checks.registry import FactUnavailable, FactValues
 from llmtune.facts.probe import LlmtuneFact
 
 FactClass = type[LlmtuneFact[Any]]
-# Seconds a probe may take before it is reported as an error; long probes set their own.
-DEFAULT_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,7 @@ class Collection:
 
 
 def fact_timeout(fact: FactClass) -> float:
-    return float(getattr(fact, "timeout_s", DEFAULT_TIMEOUT_S))
+    return float(fact.timeout_s)
 
 
 def process_record(fact: FactClass, record: ProbeRecord) -> Any:
@@ -105,15 +103,28 @@ def run_local(fact: FactClass) -> ProbeRecord:
 def collect_local(
     facts: Iterable[FactClass], on_done: Callable[[ProbeRecord], None] | None = None
 ) -> Collection:
-    """Run every fact's command on this machine, all at once (probes mostly wait on the kernel)."""
+    """Run every fact's command on this machine.
+
+    Reading probes run all at once (they mostly wait on the kernel); load probes (``exclusive``:
+    memory bandwidth, the GPU copy load) run afterwards one at a time, so that none of them
+    measures the others.
+    """
     facts = list(dict.fromkeys(facts))
+    shared = [f for f in facts if not f.exclusive]
+    exclusive = [f for f in facts if f.exclusive]
     records: dict[str, ProbeRecord] = {}
-    with ThreadPoolExecutor(max_workers=max(1, len(facts))) as pool:
-        for record in pool.map(run_local, facts):
-            records[record.fact] = record
-            if on_done:
-                on_done(record)
-    return Collection(_evaluate(facts, records), tuple(records.values()))
+
+    def done(record: ProbeRecord) -> None:
+        records[record.fact] = record
+        if on_done:
+            on_done(record)
+
+    with ThreadPoolExecutor(max_workers=max(1, len(shared))) as pool:
+        for record in pool.map(run_local, shared):
+            done(record)
+    for fact in exclusive:
+        done(run_local(fact))
+    return Collection(_evaluate(facts, records), tuple(records[f.__name__] for f in facts))
 
 
 def collect_replay(facts: Iterable[FactClass], records: Iterable[ProbeRecord]) -> Collection:

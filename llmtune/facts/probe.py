@@ -33,6 +33,13 @@ class LlmtuneFact(FactBase, Generic[T]):
     """
 
     abstract = True
+    # Seconds the probe may run before the doctor reports it as an error.
+    timeout_s: float = 20.0
+    # False for samples that differ between two readings (counters over an interval, CPU use).
+    stable: bool = True
+    # True for probes that load the host (RAM bandwidth, GPU copies): they run alone, so that no
+    # probe measures another.
+    exclusive: bool = False
 
     def default(self) -> T:  # type: ignore[override]  # pyinfra declares it static
         return self.process([])
@@ -108,9 +115,10 @@ def parse_tool(lines: Sequence[str]) -> ToolOutput:
         if line.startswith(MARK + "missing "):
             return ToolOutput(missing=True)
         if line.startswith(MARK + "rc "):
-            return ToolOutput(
-                missing=False, rc=int(line[len(MARK) + 3 :].strip()), lines=tuple(out)
-            )
+            status = line[len(MARK) + 3 :].strip()
+            # A mangled trailer reads as "did not finish" rather than crashing the parser.
+            rc = int(status) if status.isdigit() else None
+            return ToolOutput(missing=False, rc=rc, lines=tuple(out))
         out.append(line)
     # No trailer: the probe was cut short (timeout, connection lost).
     return ToolOutput(missing=False, rc=None, lines=tuple(out))
