@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 
 from llmtune.checks.registry import FactUnavailable, FactValues, check
 from llmtune.facts.cpu import CpuFreq, CpuFreqValue, CpuTopology, format_cpulist
-from llmtune.facts.host import HostInfo
+from llmtune.facts.host import HostInfo, HostInfoValue
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
 from llmtune.settings import DoctorSettings
 
@@ -15,21 +15,18 @@ CPUFREQ = "/sys/devices/system/cpu/cpu*/cpufreq"
 # whether the CPU reaches its boost clock; idle ones clock down whatever the settings.
 TOP_CLOCKS = 6
 PERSIST = "# persistently: tuned (throughput-performance) or the llmtune cpu deploy"
-# systemd-detect-virt names of containers (the rest are hypervisors).
-CONTAINERS = frozenset(
-    {"docker", "podman", "lxc", "lxc-libvirt", "systemd-nspawn", "openvz", "rkt", "wsl", "proot"}
-)
 
 
 def no_cpufreq_reason(facts: FactValues, freq: CpuFreqValue) -> str:
     """Why there is no cpufreq, in the host's terms (VM, container, bare metal)."""
     try:
-        virt = facts[HostInfo].virtualization
+        host = facts[HostInfo]
     except FactUnavailable:
-        virt = ""
+        host = HostInfoValue()
+    virt = host.virtualization
     mhz = sorted(set(round(v) for v in freq.cpuinfo_mhz.values()))
     clock = f"; /proc/cpuinfo reports {'/'.join(map(str, mhz))} MHz" if mhz else ""
-    if virt in CONTAINERS:
+    if host.container:
         return f"no cpufreq in this container ({virt}): the host owns CPU clocks{clock}"
     if (virt and virt != "none") or freq.hypervisor:
         what = virt if virt and virt != "none" else "CPU flag hypervisor"

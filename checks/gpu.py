@@ -7,8 +7,7 @@ are the owner's choices, and a wrong one costs more than the finding.
 
 from __future__ import annotations
 
-import re
-
+from llmtune.checks.display import is_display_process, process_basename
 from llmtune.checks.registry import FactUnavailable, FactValues, Level, check
 from llmtune.facts.gpu import (
     GpuProcess,
@@ -28,15 +27,6 @@ HEADLESS_FIX = (
 UVM_FIX = "echo nvidia_uvm | sudo tee /etc/modules-load.d/nvidia-uvm.conf"
 UVM_CONF = "/etc/modules-load.d/nvidia-uvm.conf"
 
-# Display servers and compositors: while one runs on the GPU it holds VRAM and GPU time that
-# llama-server could use (seed 004 §7.4, §6.2). Matched on the executable's base name.
-DISPLAY_SERVER = re.compile(
-    r"^(Xorg|X|Xwayland|gnome-shell|kwin.*|sway|Hyprland|weston|mutter|cosmic-comp|labwc|"
-    r"wayfire|river|niri|gamescope|kwin_wayland|kwin_x11|plasmashell|xfwm4|marco|muffin|"
-    r"compiz|enlightenment|openbox|i3)$"
-)
-# Container managers as systemd-detect-virt names them: kernel modules are the host's there.
-CONTAINERS = {"docker", "podman", "lxc", "lxc-libvirt", "systemd-nspawn", "openvz", "rkt", "wsl"}
 
 # Clock event reasons (NVML names, see llmtune.facts.gpu.CLOCK_EVENT_REASONS).
 THROTTLE_FAIL = ("HwSlowdown", "HwThermalSlowdown", "SwThermalSlowdown", "HwPowerBrakeSlowdown")
@@ -117,11 +107,7 @@ def nvidia_driver(facts: FactValues, settings: DoctorSettings) -> Outcome:
 
 
 def _base_name(process: GpuProcess) -> str:
-    return process.name.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _is_display_server(process: GpuProcess) -> bool:
-    return "G" in process.type and bool(DISPLAY_SERVER.match(_base_name(process)))
+    return process_basename(process.name)
 
 
 def _mib(value: int | None) -> str:
@@ -154,7 +140,7 @@ def vram_other_processes(facts: FactValues, settings: DoctorSettings) -> Outcome
     if not others:
         return passed("no other process holds VRAM", expected)
     observed = f"{len(others)} other process(es) hold {total} MiB"
-    display = [p for p in others if _is_display_server(p)]
+    display = [p for p in others if is_display_process(p)]
     if display:
         names = ", ".join(sorted({_base_name(p) for p in display}))
         return failed(
@@ -375,7 +361,7 @@ def pcie_link_under_load(facts: FactValues, settings: DoctorSettings) -> Outcome
 def nvidia_modules_at_boot(facts: FactValues, settings: DoctorSettings) -> Outcome:
     gpus = facts[NvidiaGpus]
     modules = facts[KernelModules]
-    if facts[HostInfo].virtualization in CONTAINERS:
+    if facts[HostInfo].container:
         return skipped("in a container: kernel modules are the host's to load")
     if not modules.readable:
         return skipped("/proc/modules cannot be read (a kernel without loadable modules?)")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
+from llmtune.checks.display import is_display_process
 from llmtune.checks.registry import FactUnavailable, FactValues, check
 from llmtune.facts.gpu import GpuProcess, GpuProcesses, GpuProcessesValue
 from llmtune.facts.host import HostInfo
@@ -11,62 +10,8 @@ from llmtune.facts.systemd import SystemdState
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
 from llmtune.settings import DoctorSettings
 
-# Display servers, compositors, desktop shells, greeters and the desktop helpers seen holding
-# VRAM (nvidia-smi process names, compared by basename, case-insensitively). The one list of
-# "graphics session" processes: other checks that report VRAM holders may import it.
-DISPLAY_PROCESSES: tuple[str, ...] = (
-    # X and Wayland servers
-    "Xorg",
-    "X",
-    "Xwayland",
-    # Wayland compositors / window managers
-    "gnome-shell",
-    "mutter",
-    "kwin_wayland",
-    "kwin_x11",
-    "kwin",
-    "sway",
-    "weston",
-    "Hyprland",
-    "gamescope",
-    "cosmic-comp",
-    "labwc",
-    "wayfire",
-    "river",
-    "niri",
-    "xfwm4",
-    "cinnamon",
-    "muffin",
-    "marco",
-    "budgie-wm",
-    "enlightenment",
-    "compiz",
-    "picom",
-    "compton",
-    # desktop shells, helpers and greeters
-    "plasmashell",
-    "plasma-keyboard",
-    "xwaylandvideobridge",
-    "sddm-greeter",
-    "sddm-greeter-qt6",
-    "lightdm-gtk-greeter",
-    "gdm-wayland-session",
-    "gdm-x-session",
-)
-_DISPLAY_NAMES = frozenset(name.lower() for name in DISPLAY_PROCESSES)
 HEADLESS_TARGET = "multi-user.target"
 HEADLESS_EXPECTED = f"default target {HEADLESS_TARGET}, no display manager, no compositor in VRAM"
-
-
-def process_basename(name: str) -> str:
-    """``/usr/lib/xorg/Xorg`` -> ``Xorg``; nvidia-smi may cut a long path to ``...g/Xorg``."""
-    base = name.strip().rsplit("/", 1)[-1]
-    # The table shows no arguments, but a query may: keep the command word only.
-    return re.split(r"\s", base, maxsplit=1)[0] if base else base
-
-
-def is_display_process(process: GpuProcess) -> bool:
-    return process_basename(process.name).lower() in _DISPLAY_NAMES
 
 
 def _describe(process: GpuProcess) -> str:

@@ -6,8 +6,9 @@ from conftest import FIXTURES, HOSTS
 from test_power_checks import SYSTEMD_HOST, VM_HOST
 from test_systemd_state import fact_output, recorded_systemd
 
+from llmtune.checks.display import DISPLAY_PROCESSES, is_display_process
 from llmtune.checks.registry import CHECKS, FactUnavailable, FactValues
-from llmtune.checks.system import DISPLAY_PROCESSES, headless, is_display_process
+from llmtune.checks.system import headless
 from llmtune.facts.gpu import GpuProcesses, GpuProcessesValue
 from llmtune.facts.host import HostInfo, HostInfoValue
 from llmtune.facts.systemd import SystemdState, SystemdStateValue

@@ -14,6 +14,11 @@ from llmtune.facts.probe import (
     tool,
 )
 
+# systemd-detect-virt's names for containers (its other answers are hypervisors).
+CONTAINERS = frozenset(
+    {"docker", "podman", "lxc", "lxc-libvirt", "systemd-nspawn", "openvz", "rkt", "wsl", "proot"}
+)
+
 
 @dataclass(frozen=True)
 class HostInfoValue:
@@ -48,6 +53,11 @@ class HostInfoValue:
     @property
     def virtualized(self) -> bool:
         return self.virtualization not in ("", "none")
+
+    @property
+    def container(self) -> bool:
+        """In a container the kernel (modules, cpufreq, DMI) is the host's, not ours to tune."""
+        return self.virtualization in CONTAINERS
 
 
 def parse_os_release(lines: list[str]) -> dict[str, str]:
