@@ -8,7 +8,7 @@ from llmtune.checks.registry import FactUnavailable, FactValues, check
 from llmtune.facts.cpu import CpuFreq, CpuFreqValue, CpuTopology, format_cpulist
 from llmtune.facts.host import HostInfo, HostInfoValue
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 CPUFREQ = "/sys/devices/system/cpu/cpu*/cpufreq"
 # The seed's `grep "cpu MHz" /proc/cpuinfo | sort -rn | head -6`: the busiest few P-cores tell
@@ -72,7 +72,7 @@ def _all_performance(
     source="seed 004 §22 #2, §7.4 (CPU Governor and Power Profile)",
     facts=(CpuFreq, HostInfo),
 )
-def governor_performance(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def governor_performance(facts: FactValues, settings: HostSettings) -> Outcome:
     freq = facts[CpuFreq]
     if not freq.available:
         return skipped(no_cpufreq_reason(facts, freq))
@@ -93,7 +93,7 @@ def governor_performance(facts: FactValues, settings: DoctorSettings) -> Outcome
     source="seed 004 §22 #3, §7.4 (CPU Governor and Power Profile)",
     facts=(CpuFreq, HostInfo),
 )
-def epp_performance(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def epp_performance(facts: FactValues, settings: HostSettings) -> Outcome:
     freq = facts[CpuFreq]
     if not freq.available:
         return skipped(no_cpufreq_reason(facts, freq))
@@ -128,7 +128,7 @@ def _span(values: Iterable[float], fmt: Callable[[float], str]) -> str:
     source="seed 004 §22 #4, §7.4 (Verify actual P-core frequency near max boost)",
     facts=(CpuFreq, CpuTopology, HostInfo),
 )
-def cpu_clock_near_max(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def cpu_clock_near_max(facts: FactValues, settings: HostSettings) -> Outcome:
     freq = facts[CpuFreq]
     if not freq.available:
         return skipped(no_cpufreq_reason(facts, freq))
@@ -172,7 +172,7 @@ def cpu_clock_near_max(facts: FactValues, settings: DoctorSettings) -> Outcome:
     source="seed 004 §6.3, §14.3, §22 Known TG Variability Root Causes (E-cores in thread range)",
     facts=(CpuTopology,),
 )
-def hybrid_pcores(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def hybrid_pcores(facts: FactValues, settings: HostSettings) -> Outcome:
     topology = facts[CpuTopology]
     if not topology.hybrid:
         if not topology.cpus:

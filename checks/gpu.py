@@ -19,7 +19,7 @@ from llmtune.facts.gpu import (
 from llmtune.facts.host import HostInfo
 from llmtune.facts.kernel import KernelModules, KernelModulesValue, ModulesLoadConfig
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 HEADLESS_FIX = (
     "sudo systemctl set-default multi-user.target && sudo systemctl isolate multi-user.target"
@@ -71,7 +71,7 @@ def _driver_fix(message: str) -> str:
     source="seed 004 §5.4 (CUDA backend), §22 #5",
     facts=(NvidiaGpus, KernelModules),
 )
-def nvidia_driver(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def nvidia_driver(facts: FactValues, settings: HostSettings) -> Outcome:
     gpus = facts[NvidiaGpus]
     modules = _modules(facts)
     module_loaded = modules is not None and modules.loaded("nvidia")
@@ -123,7 +123,7 @@ def _mib(value: int | None) -> str:
     source="seed 004 §22 #5, §7.4 (headless mode), §6.2 (iGPU for display)",
     facts=(GpuProcesses,),
 )
-def vram_other_processes(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def vram_other_processes(facts: FactValues, settings: HostSettings) -> Outcome:
     value = facts[GpuProcesses]
     if not value.available:
         return skipped(f"no NVIDIA GPU to check ({value.reason})")
@@ -169,7 +169,7 @@ def vram_other_processes(facts: FactValues, settings: DoctorSettings) -> Outcome
     source="seed 004 §22 #6 (thermal)",
     facts=(NvidiaGpus,),
 )
-def gpu_temperature(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def gpu_temperature(facts: FactValues, settings: HostSettings) -> Outcome:
     gpus = facts[NvidiaGpus]
     if not gpus.available:
         return skipped(_no_gpu_reason(gpus))
@@ -202,7 +202,7 @@ def gpu_temperature(facts: FactValues, settings: DoctorSettings) -> Outcome:
     source="seed 004 §22 #6, Known TG Variability Root Causes",
     facts=(NvidiaGpus,),
 )
-def gpu_throttle_reasons(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def gpu_throttle_reasons(facts: FactValues, settings: HostSettings) -> Outcome:
     gpus = facts[NvidiaGpus]
     if not gpus.available:
         return skipped(_no_gpu_reason(gpus))
@@ -250,7 +250,7 @@ def _link(gen: int | None, width: int | None) -> str:
     source="seed 004 §22 #9 (PCIe link speed); seed 002 (ik_llama.cpp #474: low PCIe throughput)",
     facts=(NvidiaGpus,),
 )
-def pcie_link(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def pcie_link(facts: FactValues, settings: HostSettings) -> Outcome:
     gpus = facts[NvidiaGpus]
     if not gpus.available:
         return skipped(_no_gpu_reason(gpus))
@@ -302,7 +302,7 @@ def pcie_link(facts: FactValues, settings: DoctorSettings) -> Outcome:
     facts=(PcieLoadProbe,),
     level=Level.FULL,
 )
-def pcie_link_under_load(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def pcie_link_under_load(facts: FactValues, settings: HostSettings) -> Outcome:
     probe = facts[PcieLoadProbe]
     if not probe.available:
         return skipped(f"the PCIe load probe could not run: {probe.reason}")
@@ -358,7 +358,7 @@ def pcie_link_under_load(facts: FactValues, settings: DoctorSettings) -> Outcome
     source="seed 004 §5.4 (CUDA backend); CUDA needs nvidia_uvm, else llama-server runs on CPU",
     facts=(NvidiaGpus, KernelModules, ModulesLoadConfig, HostInfo),
 )
-def nvidia_modules_at_boot(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def nvidia_modules_at_boot(facts: FactValues, settings: HostSettings) -> Outcome:
     gpus = facts[NvidiaGpus]
     modules = facts[KernelModules]
     if facts[HostInfo].container:

@@ -18,7 +18,7 @@ from llmtune.facts.memory import (
     populated_channels,
 )
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
 
@@ -42,7 +42,7 @@ SWAPPINESS_CONF = "/etc/sysctl.d/90-llmtune-swappiness.conf"
     source="seed 004 §7.4 (Transparent Huge Pages)",
     facts=(Thp,),
 )
-def thp_always(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def thp_always(facts: FactValues, settings: HostSettings) -> Outcome:
     thp = facts[Thp]
     if thp.enabled is None:
         return skipped("this kernel has no transparent hugepages (no sysfs THP knob)")
@@ -109,7 +109,7 @@ def _module_line(label: str, module: MemoryModule) -> str:
     source='seed 004 §6.1, §22 #1, Known TG Variability "RAM not at rated speed"',
     facts=(MemoryModules,),
 )
-def ram_rated_speed(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def ram_rated_speed(facts: FactValues, settings: HostSettings) -> Outcome:
     value = facts[MemoryModules]
     reason = dmi_unusable(value)
     if reason:
@@ -161,7 +161,7 @@ def ram_rated_speed(facts: FactValues, settings: DoctorSettings) -> Outcome:
     )
 
 
-def channel_count(modules: tuple[MemoryModule, ...], settings: DoctorSettings) -> tuple[int, str]:
+def channel_count(modules: tuple[MemoryModule, ...], settings: HostSettings) -> tuple[int, str]:
     """Memory channels in use and where that number comes from (said in the observation)."""
     if settings.memory_channels:
         return settings.memory_channels, "memory_channels setting"
@@ -185,7 +185,7 @@ def channel_count(modules: tuple[MemoryModule, ...], settings: DoctorSettings) -
     facts=(MemoryBandwidth, MemoryModules),
     level=Level.FULL,
 )
-def memory_bandwidth(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def memory_bandwidth(facts: FactValues, settings: HostSettings) -> Outcome:
     measured = facts[MemoryBandwidth]
     if not measured.available:
         return skipped(f"bandwidth not measured: {measured.reason}")
@@ -245,7 +245,7 @@ def _swap_devices(swap: SwapValue) -> tuple[str, ...]:
     source="seed 004 §15.2, §22 #8, Known TG Variability (vm.swappiness)",
     facts=(Swap,),
 )
-def swappiness(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def swappiness(facts: FactValues, settings: HostSettings) -> Outcome:
     swap = facts[Swap]
     limit = settings.swappiness_max
     if not swap.active:
@@ -296,7 +296,7 @@ def swap_activity_outcome(swap: SwapValue) -> Outcome:
     source="seed 004 §22 #8, §15.2, Known TG Variability (vm.swappiness + model too large)",
     facts=(Swap,),
 )
-def swap_activity(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def swap_activity(facts: FactValues, settings: HostSettings) -> Outcome:
     return swap_activity_outcome(facts[Swap])
 
 
@@ -310,5 +310,5 @@ def swap_activity(facts: FactValues, settings: DoctorSettings) -> Outcome:
     facts=(SwapSampleLong,),
     level=Level.FULL,
 )
-def swap_activity_long(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def swap_activity_long(facts: FactValues, settings: HostSettings) -> Outcome:
     return swap_activity_outcome(facts[SwapSampleLong])

@@ -7,7 +7,7 @@ from llmtune.facts.host import HostInfo, HostInfoValue
 from llmtune.facts.systemd import SystemdState, SystemdStateValue
 from llmtune.facts.tuned import THROUGHPUT_PERFORMANCE, TunedState, include_path
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 PROFILE_CMD = f"sudo tuned-adm profile {THROUGHPUT_PERFORMANCE}"
 DEPLOY_NOTE = "   # or: the llmtune power deploy"
@@ -41,7 +41,7 @@ def _systemd_skip(host: HostInfoValue, systemd: SystemdStateValue, what: str) ->
     source="seed 004 §7.4 (The power-profiles-daemon trap), §22 #10, §2 #5",
     facts=(HostInfo, SystemdState, TunedState),
 )
-def tuned_profile(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def tuned_profile(facts: FactValues, settings: HostSettings) -> Outcome:
     systemd = facts[SystemdState]
     skip = _systemd_skip(facts[HostInfo], systemd, "tuned")
     if skip:
@@ -120,7 +120,7 @@ def tuned_profile(facts: FactValues, settings: DoctorSettings) -> Outcome:
     source="seed 004 §7.4 (The power-profiles-daemon trap), §2 #5, Known TG Variability",
     facts=(HostInfo, SystemdState),
 )
-def ppd_masked(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def ppd_masked(facts: FactValues, settings: HostSettings) -> Outcome:
     systemd = facts[SystemdState]
     skip = _systemd_skip(facts[HostInfo], systemd, "power-profiles-daemon")
     if skip:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from llmtune.checks.registry import FactValues, check
 from llmtune.facts.processes import ProcessCpu, TopCpuProcesses, named
 from llmtune.findings import Outcome, Severity, passed, skipped, warned
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 # Shown in a passing finding: the busiest few, so a reader sees what the sample saw.
 SHOWN = 5
@@ -25,7 +25,7 @@ def _line(p: ProcessCpu) -> str:
     source="seed 004 §22 #7 (Background CPU hogs)",
     facts=(TopCpuProcesses,),
 )
-def cpu_hogs(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def cpu_hogs(facts: FactValues, settings: HostSettings) -> Outcome:
     sample = facts[TopCpuProcesses]
     if not sample.available:
         return skipped(f"processes could not be sampled: {sample.reason}")

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from llmtune.facts.probe import LlmtuneFact
 from llmtune.findings import Outcome, Severity
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ class FactValues:
         raise FactUnavailable(fact.__name__, "not collected", skip=True)
 
 
-CheckFunc = Callable[[FactValues, DoctorSettings], Outcome]
+CheckFunc = Callable[[FactValues, HostSettings], Outcome]
 
 
 @dataclass(frozen=True)

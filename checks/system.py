@@ -8,7 +8,7 @@ from llmtune.facts.gpu import GpuProcess, GpuProcesses, GpuProcessesValue
 from llmtune.facts.host import HostInfo
 from llmtune.facts.systemd import SystemdState
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 HEADLESS_TARGET = "multi-user.target"
 HEADLESS_EXPECTED = f"default target {HEADLESS_TARGET}, no display manager, no compositor in VRAM"
@@ -38,7 +38,7 @@ def _gpu_processes(facts: FactValues) -> GpuProcessesValue | None:
     source="seed 004 §7.4 (Headless Mode), §2 #15",
     facts=(HostInfo, SystemdState, GpuProcesses),
 )
-def headless(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def headless(facts: FactValues, settings: HostSettings) -> Outcome:
     host = facts[HostInfo]
     if not host.systemd:
         return skipped(f"PID 1 is {host.pid1 or 'unknown'}, not systemd: no targets to check")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from llmtune.checks.registry import FactValues, check
 from llmtune.facts.thermal import ThermalZone, ThermalZones
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 WATCH = "watch -n1 'grep -H . /sys/class/thermal/thermal_zone*/temp'"
 
@@ -26,7 +26,7 @@ def _line(zone: ThermalZone) -> str:
     source="seed 004 §22 #6 (Thermal - sustained load under throttle temperature)",
     facts=(ThermalZones,),
 )
-def thermal_zones(facts: FactValues, settings: DoctorSettings) -> Outcome:
+def thermal_zones(facts: FactValues, settings: HostSettings) -> Outcome:
     zones = facts[ThermalZones].zones
     if not zones:
         return skipped("this host exposes no thermal zones (/sys/class/thermal): VMs have none")

@@ -1,7 +1,9 @@
-"""Doctor settings: what the user knows and the host cannot tell (rated RAM speed), thresholds.
+"""Host settings: what the deploys should make of a host, what the user knows that the host
+cannot tell (the RAM kit's rated speed), and the doctor's thresholds.
 
-Settings come from a YAML mapping; every key is checked against the schema below before any host
-is read, and a bad one stops with the file, the key and what is allowed (exit 2).
+Settings come from YAML mappings (an inventory's group_vars and host_vars, or doctor --settings);
+every key is checked against the schema below before any host is read or changed, and a bad one
+stops with the file, the key and what is allowed (exit 2).
 """
 
 from __future__ import annotations
@@ -65,13 +67,49 @@ def _names(value: Any) -> str | None:
     return None
 
 
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else "one of " + ", ".join(choices)
+
+    return check
+
+
+def _profile_name(value: Any) -> str | None:
+    ok = isinstance(value, str) and value and all(c.isalnum() or c in "-_." for c in value)
+    return None if ok else "a tuned profile name (letters, digits, '-', '_', '.')"
+
+
 Validator = Callable[[Any], "str | None"]
 
 
 @dataclass(frozen=True)
-class DoctorSettings:
+class HostSettings:
     """Every field is a settings key; the comment on each says what it means."""
 
+    # --- what the deploys make of the host ---
+    # Manage CPU power through tuned (install it, replace power-profiles-daemon, activate a
+    # profile that includes throughput-performance). False: the cpu and memory deploys write
+    # governor, EPP and THP themselves and persist them with systemd-tmpfiles.
+    tuned: bool = True
+    # The tuned profile llmtune writes and activates (it includes throughput-performance).
+    tuned_profile: str = "llmtune"
+    # Transparent hugepages mode the memory deploy sets (and MEM003 expects).
+    thp: str = "always"
+    # CPU frequency governor and energy-performance preference (CPU001, CPU002 expect them).
+    cpu_governor: str = "performance"
+    cpu_epp: str = "performance"
+    # Boot to multi-user.target with the display manager disabled (SYS001 expects it).
+    headless: bool = True
+    # Also switch the running system to multi-user.target now (ends a running desktop session).
+    headless_switch_now: bool = False
+    # A RAM module below its rated speed fails the memory deploy ("fail") or only warns.
+    ram_below_rated: str = "fail"
+
+    # --- what the host cannot tell, and the doctor's thresholds ---
     # The speed (MT/s) the RAM kit is rated for with XMP/EXPO. SMBIOS often reports the JEDEC
     # speed as the module's "Speed", so without this the doctor can only compare with that.
     ram_rated_mts: int | None = None
@@ -99,6 +137,14 @@ class DoctorSettings:
 
 
 _VALIDATORS: dict[str, Validator] = {
+    "tuned": _bool,
+    "tuned_profile": _profile_name,
+    "thp": _one_of("always", "madvise", "never"),
+    "cpu_governor": _one_of("performance", "powersave", "schedutil", "ondemand"),
+    "cpu_epp": _one_of("performance", "balance_performance", "default"),
+    "headless": _bool,
+    "headless_switch_now": _bool,
+    "ram_below_rated": _one_of("fail", "warn"),
     "ram_rated_mts": _optional_positive_int,
     "memory_channels": _optional_positive_int,
     "memory_bandwidth_min_ratio": _ratio,
@@ -113,8 +159,10 @@ _VALIDATORS: dict[str, Validator] = {
 }
 
 
-def settings_from_mapping(data: Mapping[str, Any], source: str) -> DoctorSettings:
-    known = {f.name for f in fields(DoctorSettings)}
+def validate_mapping(data: Mapping[str, Any], source: str) -> None:
+    """Check every key and value of one settings file (a layer); raise SettingsError on the first
+    problem, naming the file and the key."""
+    known = {f.name for f in fields(HostSettings)}
     for key, value in data.items():
         if key not in known:
             allowed = ", ".join(sorted(known))
@@ -122,16 +170,18 @@ def settings_from_mapping(data: Mapping[str, Any], source: str) -> DoctorSetting
         problem = _VALIDATORS[key](value)
         if problem:
             raise SettingsError(source, key, f"got {value!r}; expected {problem}")
-    settings = DoctorSettings(**dict(data))
+
+
+def settings_from_mapping(data: Mapping[str, Any], source: str) -> HostSettings:
+    validate_mapping(data, source)
+    settings = HostSettings(**dict(data))
     if settings.gpu_temp_warn_c > settings.gpu_temp_fail_c:
         raise SettingsError(source, "gpu_temp_warn_c", "must not be above gpu_temp_fail_c")
     return settings
 
 
-def load_settings(path: Path | None) -> DoctorSettings:
-    """Read and validate a settings YAML file; ``None`` gives the defaults."""
-    if path is None:
-        return DoctorSettings()
+def read_mapping(path: Path) -> dict[str, Any]:
+    """Read one YAML settings file as a validated mapping (empty file: no settings)."""
     source = str(path)
     try:
         text = path.read_text()
@@ -142,7 +192,15 @@ def load_settings(path: Path | None) -> DoctorSettings:
     except yaml.YAMLError as exc:
         raise SettingsError(source, None, f"not valid YAML: {exc}") from exc
     if data is None:
-        return DoctorSettings()
+        return {}
     if not isinstance(data, dict):
         raise SettingsError(source, None, "expected a mapping of setting: value")
-    return settings_from_mapping(data, source)
+    validate_mapping(data, source)
+    return data
+
+
+def load_settings(path: Path | None) -> HostSettings:
+    """Read and validate a settings YAML file; ``None`` gives the defaults."""
+    if path is None:
+        return HostSettings()
+    return settings_from_mapping(read_mapping(path), str(path))

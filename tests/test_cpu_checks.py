@@ -24,9 +24,9 @@ from llmtune.facts.cpu import (
 )
 from llmtune.facts.host import HostInfo, HostInfoValue
 from llmtune.findings import Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
-SETTINGS = DoctorSettings()
+SETTINGS = HostSettings()
 
 
 def _facts(freq: CpuFreqValue | None = None, **more: object) -> FactValues:

@@ -12,7 +12,7 @@ from llmtune.checks.registry import CHECKS, RETIRED_IDS, FactValues, Level, chec
 from llmtune.doctor.run import SelectionError, evaluate, exit_code, select_checks
 from llmtune.facts.probe import parse_grep_h, parse_tool, section, split_sections, tool
 from llmtune.findings import Finding, Outcome, Severity, Status
-from llmtune.settings import DoctorSettings, SettingsError, load_settings
+from llmtune.settings import HostSettings, SettingsError, load_settings
 
 
 def test_tool_wrapper_reports_missing_failed_and_ran() -> None:
@@ -83,16 +83,16 @@ def test_selection_rejects_unknown_tokens() -> None:
 
 def test_a_crashing_check_is_an_error_finding_not_a_traceback() -> None:
     target = next(c for c in all_checks() if c.id == "MEM003")
-    finding = evaluate(target, FactValues({}, {}), DoctorSettings())
+    finding = evaluate(target, FactValues({}, {}), HostSettings())
     # The fact was never collected: a skip that names it.
     assert finding.status == Status.SKIP and "Thp" in finding.observed
 
     from dataclasses import replace
 
-    def boom(facts: FactValues, settings: DoctorSettings) -> Outcome:
+    def boom(facts: FactValues, settings: HostSettings) -> Outcome:
         raise ZeroDivisionError("division by zero")
 
-    finding = evaluate(replace(target, func=boom), FactValues({}), DoctorSettings())
+    finding = evaluate(replace(target, func=boom), FactValues({}), HostSettings())
     assert finding.status == Status.ERROR and "ZeroDivisionError" in finding.observed
 
 
@@ -127,7 +127,7 @@ def test_settings_validation(tmp_path: Path) -> None:
     path.write_text("- a list\n")
     with pytest.raises(SettingsError, match="mapping"):
         load_settings(path)
-    assert load_settings(None) == DoctorSettings()
+    assert load_settings(None) == HostSettings()
 
 
 def test_readme_lists_every_check() -> None:

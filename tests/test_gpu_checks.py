@@ -38,13 +38,13 @@ from llmtune.facts.kernel import (
     ModulesLoadValue,
 )
 from llmtune.findings import Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 REC = FIXTURES / "recorded" / "gpu"
 H100 = REC / "h100-vm"
 PUBLIC = REC / "public"
 RTX = FIXTURES / "public" / "nvidia-smi-rtx4080super-kde-desktop"
-SETTINGS = DoctorSettings()
+SETTINGS = HostSettings()
 
 
 def lines(path: Path) -> list[str]:
@@ -111,7 +111,7 @@ def test_gpu001_pass_skip_fail() -> None:
 # --- GPU002 vram-other-processes -----------------------------------------------------------
 
 
-def _vram(value: GpuProcessesValue, settings: DoctorSettings = SETTINGS):
+def _vram(value: GpuProcessesValue, settings: HostSettings = SETTINGS):
     return vram_other_processes(FactValues({GpuProcesses: value}), settings)
 
 
@@ -162,7 +162,7 @@ def test_gpu002_skips_without_nvidia_smi() -> None:
 # --- GPU003 gpu-temperature ----------------------------------------------------------------
 
 
-def _temp(gpus: NvidiaGpusValue, settings: DoctorSettings = SETTINGS):
+def _temp(gpus: NvidiaGpusValue, settings: HostSettings = SETTINGS):
     return gpu_temperature(FactValues({NvidiaGpus: gpus}), settings)
 
 

@@ -23,7 +23,7 @@ from llmtune.facts.memory import (
 )
 from llmtune.facts.probe import tool
 from llmtune.findings import Outcome, Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 RECORDED = FIXTURES / "recorded" / "memory"
 PUBLIC = FIXTURES / "public"
@@ -52,7 +52,7 @@ def _check(
     bandwidth: MemoryBandwidthValue, mods: MemoryModulesValue, **settings: object
 ) -> Outcome:
     facts = FactValues({MemoryBandwidth: bandwidth, MemoryModules: mods})
-    return memory_bandwidth(facts, DoctorSettings(**settings))
+    return memory_bandwidth(facts, HostSettings(**settings))
 
 
 # --- the fact ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from llmtune.facts.memory import (
     populated_channels,
 )
 from llmtune.findings import Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 PUBLIC = FIXTURES / "public"
 RECORDED = FIXTURES / "recorded" / "memory"
@@ -48,7 +48,7 @@ def read_with_stub(tmp_path: Path, recorded: Path, rc: int = 0) -> MemoryModules
 
 
 def _check(value: MemoryModulesValue, **settings: object):
-    return ram_rated_speed(FactValues({MemoryModules: value}), DoctorSettings(**settings))
+    return ram_rated_speed(FactValues({MemoryModules: value}), HostSettings(**settings))
 
 
 # --- the fact ----------------------------------------------------------------------------------
@@ -170,13 +170,13 @@ def test_channels_from_slot_names() -> None:
 def test_channel_count_sources() -> None:
     epyc = parse_memory_devices(EPYC.read_text().splitlines())
     populated = tuple(m for m in epyc if m.populated)
-    assert channel_count(populated, DoctorSettings()) == (3, "from the slot names")
-    assert channel_count(populated, DoctorSettings(memory_channels=8)) == (
+    assert channel_count(populated, HostSettings()) == (3, "from the slot names")
+    assert channel_count(populated, HostSettings(memory_channels=8)) == (
         8,
         "memory_channels setting",
     )
     hp = parse_memory_devices((DDR3 / "dmidecode-t-17-hp-proliant.txt").read_text().splitlines())
-    count, how = channel_count(hp, DoctorSettings())
+    count, how = channel_count(hp, HostSettings())
     assert count == 1 and "set memory_channels" in how
 
 

@@ -13,7 +13,7 @@ from llmtune.checks.memory import swap_activity, swap_activity_long, swappiness
 from llmtune.checks.registry import FactValues
 from llmtune.facts.memory import Swap, SwapDevice, SwapSampleLong, SwapValue
 from llmtune.findings import Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 RECORDED = FIXTURES / "recorded" / "memory"
 VM = HOSTS / "debian12-vm-nogpu"
@@ -108,7 +108,7 @@ def test_real_command_on_this_vm() -> None:
     assert 0.25 <= elapsed < 0.6  # the quick level's short sample
     assert value.swaps_readable and value.swappiness is not None
     assert value.pswpin is not None and value.pswpout_delta is not None
-    assert swappiness(FactValues({Swap: value}), DoctorSettings()).status in (
+    assert swappiness(FactValues({Swap: value}), HostSettings()).status in (
         Status.PASS,
         Status.WARN,
     )
@@ -135,13 +135,13 @@ def _swapping() -> SwapValue:
 
 
 def test_mem004_warns_on_high_swappiness_with_swap() -> None:
-    outcome = swappiness(FactValues({Swap: _swapping()}), DoctorSettings())
+    outcome = swappiness(FactValues({Swap: _swapping()}), HostSettings())
     assert outcome.status == Status.WARN
     assert outcome.observed == "vm.swappiness=60 with 1 swap device(s)"
     assert outcome.fix.startswith("sudo sysctl -w vm.swappiness=10 && ")
     assert "/etc/sysctl.d/" in outcome.fix
     assert outcome.details[0].startswith("/var/tmp/llmtune-swaptest.swap (file): 1023 MiB")
-    relaxed = swappiness(FactValues({Swap: _swapping()}), DoctorSettings(swappiness_max=60))
+    relaxed = swappiness(FactValues({Swap: _swapping()}), HostSettings(swappiness_max=60))
     assert relaxed.status == Status.PASS
 
 
@@ -152,15 +152,15 @@ def test_mem004_passes_without_swap_and_skips_without_swappiness(tree) -> None:
         recorded("proc-swaps-noswap.txt"),
         (VM / "meminfo.txt").read_text(),
     )
-    outcome = swappiness(FactValues({Swap: read_fact(Swap, root=root)}), DoctorSettings())
+    outcome = swappiness(FactValues({Swap: read_fact(Swap, root=root)}), HostSettings())
     assert outcome.status == Status.PASS
     assert outcome.observed == "no swap device in /proc/swaps (vm.swappiness=60)"
     unknown = SwapValue(swappiness=None, swaps_readable=True, devices=_swapping().devices)
-    assert swappiness(FactValues({Swap: unknown}), DoctorSettings()).status == Status.SKIP
+    assert swappiness(FactValues({Swap: unknown}), HostSettings()).status == Status.SKIP
 
 
 def test_mem005_fails_while_swapping() -> None:
-    outcome = swap_activity(FactValues({Swap: _swapping()}), DoctorSettings())
+    outcome = swap_activity(FactValues({Swap: _swapping()}), HostSettings())
     assert outcome.status == Status.FAIL
     assert outcome.observed.startswith("swapping now: 10152 pages in, 3793 out in 0.25 s")
     assert "--load-mode mlock" in outcome.fix and "--mlock" in outcome.fix
@@ -173,7 +173,7 @@ def test_mem005_passes_reporting_cumulative_counters(tree) -> None:
         recorded("proc-swaps-swapping.txt"),
         recorded("meminfo-swapping.txt"),
     )
-    outcome = swap_activity(FactValues({Swap: read_fact(Swap, root=root)}), DoctorSettings())
+    outcome = swap_activity(FactValues({Swap: read_fact(Swap, root=root)}), HostSettings())
     assert outcome.status == Status.PASS
     assert outcome.observed == (
         "no swapping in 0.25 s (since boot: 26928 pages swapped in, 90106 out)"
@@ -182,13 +182,13 @@ def test_mem005_passes_reporting_cumulative_counters(tree) -> None:
 
 def test_mem005_and_mem006_skip_without_counters() -> None:
     empty = SwapValue()
-    assert swap_activity(FactValues({Swap: empty}), DoctorSettings()).status == Status.SKIP
+    assert swap_activity(FactValues({Swap: empty}), HostSettings()).status == Status.SKIP
     long = FactValues({SwapSampleLong: empty})
-    assert swap_activity_long(long, DoctorSettings()).status == Status.SKIP
+    assert swap_activity_long(long, HostSettings()).status == Status.SKIP
 
 
 def test_mem006_reads_the_long_sample() -> None:
     # Real counters that grew (recorded over 0.25 s), read as the long fact: MEM006 uses its own.
     value = SwapSampleLong().process(recorded("swap-fact-output-swapping.txt").splitlines())
-    outcome = swap_activity_long(FactValues({SwapSampleLong: value}), DoctorSettings())
+    outcome = swap_activity_long(FactValues({SwapSampleLong: value}), HostSettings())
     assert outcome.status == Status.FAIL and "in 5 s" in outcome.observed

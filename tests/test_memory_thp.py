@@ -4,7 +4,7 @@ from llmtune.checks.memory import thp_always
 from llmtune.checks.registry import FactValues
 from llmtune.facts.memory import Thp, ThpValue
 from llmtune.findings import Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 
 def test_thp_fact_reads_recorded_vm_values(tree):
@@ -24,7 +24,7 @@ def test_thp_fact_absent_knob(tree):
 
 
 def _thp(value: ThpValue):
-    return thp_always(FactValues({Thp: value}), DoctorSettings())
+    return thp_always(FactValues({Thp: value}), HostSettings())
 
 
 def test_thp_check_states():

@@ -14,7 +14,7 @@ from llmtune.facts.host import HostInfo, HostInfoValue
 from llmtune.facts.systemd import SystemdState, SystemdStateValue
 from llmtune.facts.tuned import TunedState, TunedStateValue
 from llmtune.findings import Outcome, Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 SYSTEMD_HOST = HostInfoValue(hostname="vm", pid1="systemd", uid=0, virtualization="systemd-nspawn")
 # This VM as HostInfo reads it: PID 1 is the sandbox's process_api.
@@ -23,11 +23,11 @@ VM_HOST = HostInfoValue(hostname="vm", pid1="process_api", uid=0)
 
 def pwr001(host: HostInfoValue, systemd: SystemdStateValue, tuned: TunedStateValue) -> Outcome:
     facts = FactValues({HostInfo: host, SystemdState: systemd, TunedState: tuned})
-    return tuned_profile(facts, DoctorSettings())
+    return tuned_profile(facts, HostSettings())
 
 
 def pwr002(host: HostInfoValue, systemd: SystemdStateValue) -> Outcome:
-    return ppd_masked(FactValues({HostInfo: host, SystemdState: systemd}), DoctorSettings())
+    return ppd_masked(FactValues({HostInfo: host, SystemdState: systemd}), HostSettings())
 
 
 def recorded_pair(tmp_path: Path, scenario: Path, tree: Path):

@@ -24,16 +24,16 @@ from llmtune.facts.processes import (
     parse_pid_stat,
 )
 from llmtune.findings import Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
-SETTINGS = DoctorSettings()
+SETTINGS = HostSettings()
 
 
 def _recorded(name: str) -> list[str]:
     return (RECORDED / name / "fact-TopCpuProcesses.txt").read_text().splitlines()
 
 
-def _check(value: TopCpuProcessesValue, settings: DoctorSettings = SETTINGS):
+def _check(value: TopCpuProcessesValue, settings: HostSettings = SETTINGS):
     return cpu_hogs(FactValues({TopCpuProcesses: value}), settings)
 
 
@@ -96,7 +96,7 @@ def test_threshold_kernel_threads_and_skip() -> None:
     assert CHECKS["PRC001"].category == "processes"
     value = TopCpuProcesses().process(_recorded("debian12-vm/busy"))
     # Above the user's threshold nothing is a hog.
-    assert _check(value, DoctorSettings(cpu_hog_percent=150.0)).status == Status.PASS
+    assert _check(value, HostSettings(cpu_hog_percent=150.0)).status == Status.PASS
     kswapd = TopCpuProcessesValue(True, "", 0.25, 2, (ProcessCpu(93, "kswapd0", 2, 60.0),))
     outcome = _check(kswapd)
     assert outcome.status == Status.WARN and "kill" not in outcome.fix

@@ -13,7 +13,7 @@ from llmtune.facts.gpu import GpuProcesses, GpuProcessesValue
 from llmtune.facts.host import HostInfo, HostInfoValue
 from llmtune.facts.systemd import SystemdState, SystemdStateValue
 from llmtune.findings import Outcome, Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 KDE = FIXTURES / "public" / "nvidia-smi-rtx4080super-kde-desktop"
 
@@ -36,7 +36,7 @@ def sys001(
         values[GpuProcesses] = gpu
     else:
         problems[GpuProcesses] = FactUnavailable("GpuProcesses", "probe exited 1")
-    return headless(FactValues(values, problems), DoctorSettings())
+    return headless(FactValues(values, problems), HostSettings())
 
 
 def headless_host() -> SystemdStateValue:

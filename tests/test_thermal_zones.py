@@ -17,12 +17,12 @@ from llmtune.checks.registry import CHECKS, FactValues
 from llmtune.checks.thermal import thermal_zones
 from llmtune.facts.thermal import ThermalZone, ThermalZones, ThermalZonesValue, TripPoint
 from llmtune.findings import Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
-SETTINGS = DoctorSettings()
+SETTINGS = HostSettings()
 
 
-def _check(value: ThermalZonesValue, settings: DoctorSettings = SETTINGS):
+def _check(value: ThermalZonesValue, settings: HostSettings = SETTINGS):
     return thermal_zones(FactValues({ThermalZones: value}), settings)
 
 
@@ -128,4 +128,4 @@ def test_check_warns_at_threshold_and_fails_at_trip() -> None:
     assert fail.observed.startswith("at or above a trip point: thermal_zone6 x86_pkg_temp")
     assert "throttling" in fail.fix
     # A lower user threshold moves only the warning.
-    assert _check(_zones(70.0), DoctorSettings(thermal_warn_c=65.0)).status == Status.WARN
+    assert _check(_zones(70.0), HostSettings(thermal_warn_c=65.0)).status == Status.WARN

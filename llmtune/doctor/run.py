@@ -10,7 +10,7 @@ from llmtune.checks import all_checks
 from llmtune.checks.registry import Check, FactUnavailable, FactValues, Level
 from llmtune.facts.probe import LlmtuneFact
 from llmtune.findings import Finding, Outcome, Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -68,7 +68,7 @@ def _finding(check: Check, outcome: Outcome) -> Finding:
     )
 
 
-def evaluate(check: Check, facts: FactValues, settings: DoctorSettings) -> Finding:
+def evaluate(check: Check, facts: FactValues, settings: HostSettings) -> Finding:
     """Run one check; a missing fact or a crash becomes a finding, never a traceback."""
     try:
         outcome = check.func(facts, settings)
@@ -81,7 +81,7 @@ def evaluate(check: Check, facts: FactValues, settings: DoctorSettings) -> Findi
 
 
 def evaluate_all(
-    checks: Iterable[Check], facts: FactValues, settings: DoctorSettings
+    checks: Iterable[Check], facts: FactValues, settings: HostSettings
 ) -> list[Finding]:
     return [evaluate(c, facts, settings) for c in checks]
 

@@ -14,7 +14,7 @@ from llmtune.doctor.report import Report
 from llmtune.doctor.run import evaluate_all, exit_code, facts_needed, select_checks
 from llmtune.facts.host import HostInfo, HostInfoValue
 from llmtune.findings import Status
-from llmtune.settings import DoctorSettings
+from llmtune.settings import HostSettings
 
 
 def _host(facts: FactValues) -> HostInfoValue:
@@ -29,7 +29,7 @@ def run_doctor(
     level: Level | None,
     only: Sequence[str],
     skip: Sequence[str],
-    settings: DoctorSettings,
+    settings: HostSettings,
     fail_on: Status = Status.FAIL,
     replay: Path | None = None,
     capture: Path | None = None,

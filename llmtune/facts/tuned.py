@@ -325,3 +325,21 @@ class TunedState(LlmtuneFact[TunedStateValue]):
                 _by_suffix(files, "/etc/tuned/ppd.conf"), first_line("/etc/tuned/ppd_base_profile")
             ),
         )
+
+
+_VERIFY_FAILED = re.compile(r"verify: failed: (.*)$")
+
+
+def verify_failures(log_lines: Iterable[str]) -> list[str]:
+    """What ``tuned-adm verify`` found unapplied, from tuned.log's ``verify: failed:`` lines.
+
+    Only the lines after the last "verifying profile(s)" entry count: the log keeps every run.
+    """
+    lines = list(log_lines)
+    start = max((i for i, line in enumerate(lines) if "verifying profile(s)" in line), default=-1)
+    failures = []
+    for line in lines[start + 1 :]:
+        match = _VERIFY_FAILED.search(line)
+        if match:
+            failures.append(match.group(1).strip())
+    return failures

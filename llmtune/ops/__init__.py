@@ -1,0 +1,1 @@
+"""Building blocks the deploys share: recording original state, evaluating checks, reporting."""

@@ -1,0 +1,1 @@
+"""Pure decisions: from facts and settings to what a host should look like."""
