@@ -45,19 +45,18 @@ def _groups(values: dict[int, str]) -> list[str]:
     return [f"{value}: CPUs {format_cpulist(cpus)}" for value, cpus in sorted(by_value.items())]
 
 
-def _all_performance(
-    freq: CpuFreqValue, knob: str, values: dict[int, str | None], fix: str
+def _all_equal(
+    freq: CpuFreqValue, knob: str, values: dict[int, str | None], want: str, fix: str
 ) -> Outcome:
+    """Every CPU's ``knob`` is ``want`` (performance, unless the settings say otherwise)."""
     shown = {cpu: value or "unreadable" for cpu, value in values.items()}
     drivers = ", ".join(freq.drivers) or "unknown driver"
-    others = {cpu: value for cpu, value in shown.items() if value != "performance"}
+    others = {cpu: value for cpu, value in shown.items() if value != want}
     if not others:
-        return passed(
-            f"{knob}=performance on all {len(shown)} CPUs ({drivers})", "performance on every CPU"
-        )
+        return passed(f"{knob}={want} on all {len(shown)} CPUs ({drivers})", f"{want} on every CPU")
     return failed(
         "; ".join(_groups(others)) + f" ({len(others)} of {len(shown)} CPUs, {drivers})",
-        "performance on every CPU",
+        f"{want} on every CPU",
         fix,
         tuple(_groups(shown)),
     )
@@ -76,11 +75,13 @@ def governor_performance(facts: FactValues, settings: HostSettings) -> Outcome:
     freq = facts[CpuFreq]
     if not freq.available:
         return skipped(no_cpufreq_reason(facts, freq))
-    return _all_performance(
+    want = settings.cpu_governor
+    return _all_equal(
         freq,
         "scaling_governor",
         {c.cpu: c.governor for c in freq.cpus},
-        f"echo performance | sudo tee {CPUFREQ}/scaling_governor   {PERSIST}",
+        want,
+        f"echo {want} | sudo tee {CPUFREQ}/scaling_governor   {PERSIST}",
     )
 
 
@@ -104,11 +105,13 @@ def epp_performance(facts: FactValues, settings: HostSettings) -> Outcome:
             f"no CPU exposes energy_performance_preference (driver {drivers}; EPP exists with "
             "intel_pstate or amd-pstate in active mode)"
         )
-    return _all_performance(
+    want = settings.cpu_epp
+    return _all_equal(
         freq,
         "energy_performance_preference",
         dict(with_epp),
-        f"echo performance | sudo tee {CPUFREQ}/energy_performance_preference   "
+        want,
+        f"echo {want} | sudo tee {CPUFREQ}/energy_performance_preference   "
         "# after the governor (CPU001); persistently: tuned or the llmtune cpu deploy",
     )
 

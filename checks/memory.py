@@ -46,12 +46,13 @@ def thp_always(facts: FactValues, settings: HostSettings) -> Outcome:
     thp = facts[Thp]
     if thp.enabled is None:
         return skipped("this kernel has no transparent hugepages (no sysfs THP knob)")
-    if thp.enabled == "always":
-        return passed(f"enabled={thp.enabled}, defrag={thp.defrag}", "always")
+    want = settings.thp  # "always" unless the settings say otherwise
+    if thp.enabled == want:
+        return passed(f"enabled={thp.enabled}, defrag={thp.defrag}", want)
     return failed(
         f"enabled={thp.enabled}",
-        "always",
-        f"echo always | sudo tee {THP_ENABLED}   # persistently: the llmtune memory deploy",
+        want,
+        f"echo {want} | sudo tee {THP_ENABLED}   # persistently: the llmtune memory deploy",
     )
 
 

@@ -42,6 +42,8 @@ def _systemd_skip(host: HostInfoValue, systemd: SystemdStateValue, what: str) ->
     facts=(HostInfo, SystemdState, TunedState),
 )
 def tuned_profile(facts: FactValues, settings: HostSettings) -> Outcome:
+    if not settings.tuned:
+        return skipped("tuned: false in the settings: the cpu deploy sets governor and EPP")
     systemd = facts[SystemdState]
     skip = _systemd_skip(facts[HostInfo], systemd, "tuned")
     if skip:

@@ -39,6 +39,8 @@ def _gpu_processes(facts: FactValues) -> GpuProcessesValue | None:
     facts=(HostInfo, SystemdState, GpuProcesses),
 )
 def headless(facts: FactValues, settings: HostSettings) -> Outcome:
+    if not settings.headless:
+        return skipped("headless: false in the settings (a desktop that also serves models)")
     host = facts[HostInfo]
     if not host.systemd:
         return skipped(f"PID 1 is {host.pid1 or 'unknown'}, not systemd: no targets to check")

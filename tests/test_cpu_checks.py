@@ -235,3 +235,13 @@ def test_hybrid_skips_on_recorded_vm(tree) -> None:
     assert outcome.observed == "not a hybrid CPU: all 16 CPUs are one core type"
     unread = hybrid_pcores(_facts(topology=CpuTopologyValue()), SETTINGS)
     assert unread.status == Status.SKIP and "could not be read" in unread.observed
+
+
+def test_settings_opt_outs_skip_the_tuned_and_headless_checks() -> None:
+    from llmtune.checks.power import tuned_profile
+    from llmtune.checks.system import headless
+    from llmtune.findings import Status as S
+
+    empty = FactValues({})
+    assert tuned_profile(empty, HostSettings(tuned=False)).status == S.SKIP
+    assert headless(empty, HostSettings(headless=False)).status == S.SKIP

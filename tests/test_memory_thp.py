@@ -33,3 +33,11 @@ def test_thp_check_states():
     assert outcome.status == Status.FAIL
     assert "echo always" in outcome.fix and outcome.observed == "enabled=madvise"
     assert _thp(ThpValue(None, None)).status == Status.SKIP
+
+
+def test_thp_check_follows_the_settings() -> None:
+    madvise = HostSettings(thp="madvise")
+    value = FactValues({Thp: ThpValue("madvise", "madvise")})
+    assert thp_always(value, madvise).status == Status.PASS
+    outcome = thp_always(FactValues({Thp: ThpValue("always", "madvise")}), madvise)
+    assert outcome.status == Status.FAIL and outcome.fix.startswith("echo madvise")

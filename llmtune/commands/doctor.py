@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -13,6 +14,7 @@ from llmtune.checks import all_checks
 from llmtune.checks.registry import Level
 from llmtune.doctor.capture import CaptureError
 from llmtune.doctor.collect import ProbeRecord
+from llmtune.doctor.inventory_run import doctor_inventory, fleet_exit_code
 from llmtune.doctor.render.machine import render_json, render_junit, render_prometheus
 from llmtune.doctor.render.text import render_text
 from llmtune.doctor.run import EXIT_USAGE, SelectionError
@@ -21,6 +23,7 @@ from llmtune.findings import Status
 from llmtune.settings import SettingsError, load_settings
 
 FORMATS = ("text", "json", "junit", "prometheus")
+FLEET_SCHEMA = "llmtune.doctor.fleet/v1"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -31,6 +34,46 @@ def _write_atomically(path: Path, text: str) -> None:
         handle.write(text)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def _doctor_inventory(
+    inventory: Path,
+    limit: tuple[str, ...],
+    level: str | None,
+    only: tuple[str, ...],
+    skip: tuple[str, ...],
+    fail_on: Status,
+    fmt: str,
+    output: Path | None,
+    verbose: bool,
+) -> None:
+    try:
+        reports = doctor_inventory(
+            inventory,
+            limit=limit,
+            level=Level(level or Level.QUICK.value),
+            only=only,
+            skip=skip,
+            fail_on=fail_on,
+        )
+    except SelectionError as exc:
+        click.echo(f"llmtune doctor: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    if fmt == "json":
+        documents = [json.loads(render_json(r)) for r in reports]
+        text = json.dumps({"schema": FLEET_SCHEMA, "hosts": documents}, indent=2) + "\n"
+    elif fmt == "text":
+        text = "\n".join(
+            render_text(r, verbose) if r.findings else f"{r.host.hostname}: {r.origin}\n"
+            for r in reports
+        )
+    else:
+        raise click.UsageError(f"--format {fmt} is not available with --inventory yet")
+    if output:
+        _write_atomically(output, text)
+    else:
+        click.echo(text, nl=False)
+    sys.exit(fleet_exit_code(reports))
 
 
 def _check_table() -> str:
@@ -103,6 +146,19 @@ def _progress(record: ProbeRecord) -> None:
     default=None,
     help="Write the report to this file (atomically) instead of stdout.",
 )
+@click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Check the hosts of this pyinfra inventory (over SSH).",
+)
+@click.option(
+    "--limit",
+    multiple=True,
+    metavar="HOST|GROUP",
+    help="With --inventory: only these hosts or groups.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show the details of passing checks too.")
 @click.option("--list", "list_checks", is_flag=True, help="List the checks and exit.")
 def doctor(
@@ -115,6 +171,8 @@ def doctor(
     capture: Path | None,
     replay: Path | None,
     output: Path | None,
+    inventory: Path | None,
+    limit: tuple[str, ...],
     verbose: bool,
     list_checks: bool,
 ) -> None:
@@ -129,7 +187,15 @@ def doctor(
         return
     if capture and replay:
         raise click.UsageError("--capture and --replay cannot be combined")
+    if inventory and (capture or replay or settings_path):
+        raise click.UsageError(
+            "--inventory reads each host's settings from the inventory; it takes no "
+            "--settings, --capture or --replay"
+        )
     fail_status = Status(fail_on)
+    if inventory:
+        _doctor_inventory(inventory, limit, level, only, skip, fail_status, fmt, output, verbose)
+        return
     try:
         settings = load_settings(settings_path)
         report = run_doctor(
