@@ -12,6 +12,7 @@ from pyinfra.operations import server
 from llmtune.facts.systemd import DISPLAY_MANAGER_UNITS, SystemdState
 from llmtune.inventory import settings_of
 from llmtune.ops.entry import run_if_deploy_file
+from llmtune.ops.fail import fail_host
 from llmtune.ops.original import record_original
 
 HEADLESS_TARGET = "multi-user.target"
@@ -25,7 +26,7 @@ def headless() -> None:
         return
     state = host.get_fact(SystemdState)
     if not state.running:
-        host.noop(f"systemd is not running here ({state.reason}): no targets to set")
+        fail_host("Headless needs systemd", f"systemd is not running here ({state.reason})")
         return
     managers = [state.unit(name) for name in DISPLAY_MANAGER_UNITS[1:]]
     enabled = sorted({u.id for u in managers if u.enabled and u.id})

@@ -7,7 +7,6 @@ the deploy never pretends to. Verified by MEM001 and MEM003.
 
 from __future__ import annotations
 
-import shlex
 from io import StringIO
 
 from pyinfra import host, logger
@@ -21,6 +20,7 @@ from llmtune.findings import Status
 from llmtune.inventory import settings_of
 from llmtune.ops.checks import check_on_host
 from llmtune.ops.entry import run_if_deploy_file
+from llmtune.ops.fail import fail_host
 from llmtune.ops.original import record_original
 from llmtune.planner.ownership import TMPFILES, thp_owner
 
@@ -42,10 +42,7 @@ def memory() -> None:
     if ram.status == Status.FAIL:
         message = f"RAM below its rated speed: {ram.observed}. {ram.fix}"
         if settings.ram_below_rated == "fail":
-            server.shell(
-                name="RAM runs at its rated speed (XMP/EXPO)",
-                commands=[f"echo {shlex.quote(message)} >&2; exit 1"],
-            )
+            fail_host("RAM runs at its rated speed (XMP/EXPO)", message)
         else:
             python.call(name="RAM speed (warning only)", function=_warn, message=message)
 

@@ -18,6 +18,7 @@ from llmtune.facts.systemd import SystemdState
 from llmtune.facts.tuned import TunedState, verify_failures
 from llmtune.inventory import settings_of
 from llmtune.ops.entry import run_if_deploy_file
+from llmtune.ops.fail import fail_host
 from llmtune.ops.original import record_original
 from llmtune.planner.ownership import TUNED, thp_owner
 from llmtune.planner.tuned_profile import render_profile
@@ -52,6 +53,9 @@ def power() -> None:
     platform = platform_for(info)
     systemd_state = host.get_fact(SystemdState)
     tuned = host.get_fact(TunedState)
+    if not systemd_state.running:
+        fail_host("tuned needs systemd", f"systemd is not running here ({systemd_state.reason})")
+        return
     ppd = systemd_state.unit("power-profiles-daemon")
     tuned_unit = systemd_state.unit("tuned")
     profile_name = settings.tuned_profile

@@ -19,7 +19,14 @@ from llmtune.facts.llmtune_state import ORIGINAL_DIR, OriginalState
 from llmtune.facts.tuned import TunedState
 from llmtune.inventory import settings_of
 from llmtune.ops.entry import run_if_deploy_file
+from llmtune.ops.fail import fail_host
 from llmtune.platform import platform_for
+
+TUNED_RUNTIME_FILES = (
+    "/etc/tuned/active_profile",
+    "/etc/tuned/profile_mode",
+    "/etc/tuned/post_loaded_profile",
+)
 
 
 def _forget(section: str) -> None:
@@ -63,6 +70,9 @@ def _revert_power(original: dict) -> None:
             ["tuned"] if original.get("tuned_ppd_installed") else (list(platform.tuned_packages))
         )
         server.packages(name="Remove tuned", packages=packages, present=False)
+        # tuned's runtime state outlives the package (it is no conffile): gone, as before.
+        for leftover in TUNED_RUNTIME_FILES:
+            files.file(name=f"Remove {leftover}", path=leftover, present=False)
     elif not before_tuned["enabled"]:
         server.shell(name="tuned not enabled, as before", commands=["systemctl disable tuned"])
     if not before_ppd["masked"]:
@@ -121,12 +131,9 @@ REVERTERS = {
 def revert() -> None:
     state = host.get_fact(OriginalState)
     if state.broken:
-        server.shell(
-            name="Recorded state is readable",
-            commands=[
-                f"echo 'cannot revert: unreadable state in {ORIGINAL_DIR}: "
-                f"{', '.join(state.broken)}' >&2; exit 1"
-            ],
+        fail_host(
+            "Recorded state is readable",
+            f"cannot revert: unreadable state in {ORIGINAL_DIR}: {', '.join(state.broken)}",
         )
         return
     if not state.sections:
