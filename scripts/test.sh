@@ -9,5 +9,12 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet '.[test]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# The real-host tests (tests/hosts) debootstrap and boot Debian containers with systemd-nspawn
+# and reach them with ssh: install those tools where missing (CI starts from a fresh machine).
+if [ "$(id -u)" -eq 0 ] && ! { command -v debootstrap && command -v systemd-nspawn \
+        && command -v ssh; } >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq debootstrap systemd-container openssh-client
+fi
 # Run from the tests folder's view of the installed package, not the source tree.
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -24,7 +24,7 @@ from llmtune.inventory import settings_of
 def _in_limit(host, limit: Sequence[str]) -> bool:
     if not limit:
         return True
-    names = {host.name, *(group.name for group in host.groups)}
+    names = {host.name, *(getattr(g, "name", g) for g in host.groups)}
     return bool(names & set(limit))
 
 

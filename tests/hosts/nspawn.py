@@ -50,12 +50,21 @@ harness resets the stand-ins to their boot defaults, exactly as a real reboot re
 setting survives a restart only if the deploy made it persistent inside the host (tuned's
 profile applied again at boot, a tmpfiles.d/sysctl.d/systemd unit that writes it at boot...).
 
-Where the stand-ins are NOT the kernel: a write is stored verbatim. The kernel would reject an
-invalid value (``echo bogus > scaling_governor`` fails with EINVAL) and would show a selector
-file in its bracketed form after a write (``echo always > enabled`` then reads
-``[always] madvise never``); a stand-in reads back exactly what was written (``always``, often
-without a trailing newline). llmtune's readers accept both forms. Reads from the container of
-all other sysfs paths see this VM's real (read-only) sysfs.
+What a write does is modelled too (:class:`KernelModel`): right after a file is written, the
+harness rewrites it the way sysfs would show it (``echo always > enabled`` reads back
+``[always] madvise never``; intel_pstate's ``performance`` governor forces EPP to
+``performance``, which is how ``tuned-adm profile throughput-performance`` - governor only -
+ends with EPP ``performance`` on real Intel hosts), and undoes writes the kernel would refuse
+(invalid values, read-only attributes, EPP changes under the performance governor). Limits: the
+writer never gets the kernel's EINVAL/EBUSY, and for about a millisecond after a write the file
+holds the raw written text.
+
+One more harness-only setting inside each host, because the stand-ins are plain
+directories, not sysfs: ``SYSTEMD_DEVICE_VERIFY_SYSFS=0`` in systemd's DefaultEnvironment and
+/etc/environment (udev otherwise refuses the cpu stand-in's devices: tuned then sees no CPU and
+sets no governor). Reads from the container of every other sysfs path see this VM's real,
+read-only sysfs (tuned's writes to /sys/block/*/queue/read_ahead_kb and to /proc/sys fail
+there, which tuned logs and survives).
 """
 
 from __future__ import annotations
@@ -90,6 +99,7 @@ PACKAGES = (
 HOST_PACKAGES = ("debootstrap", "systemd-container", "openssh-client")
 HOST_TOOLS = ("debootstrap", "systemd-nspawn", "nsenter", "setpriv", "ssh", "ssh-keygen")
 FIRST_PORT = 2201
+CGROUP_PARENT = "llmtune-test"  # each host's cgroup: /sys/fs/cgroup/.../llmtune-test/RUN/NAME
 BOOT_TIMEOUT = 180.0  # seconds; 3 hosts booting at once on 2 vCPUs take far less
 
 # Bump when anything in _configure_rootfs changes: the stamp then no longer matches and the
@@ -186,8 +196,9 @@ def prepare_host() -> None:
     nspawn_run = Path("/run/systemd/nspawn")
     nspawn_run.mkdir(parents=True, exist_ok=True)
     if not os.path.ismount(nspawn_run):
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", str(nspawn_run)],
-                       check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", str(nspawn_run)], check=True
+        )
     inaccessible = Path("/run/systemd/inaccessible")
     inaccessible.mkdir(parents=True, exist_ok=True)
     nodes = {
@@ -294,10 +305,18 @@ def build_rootfs(cache_dir: Path = CACHE_DIR) -> Rootfs:
         debs.mkdir(exist_ok=True)
         proc = subprocess.run(
             [
-                "debootstrap", "--variant=minbase", f"--include={PACKAGES}",
-                f"--cache-dir={debs}", SUITE, str(tmp), MIRROR,
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={PACKAGES}",
+                f"--cache-dir={debs}",
+                SUITE,
+                str(tmp),
+                MIRROR,
             ],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             raise HarnessError(f"debootstrap failed ({proc.returncode}):\n{proc.stdout[-4000:]}")
@@ -340,13 +359,31 @@ def _copy_sysfs(src: Path, dst: Path) -> None:
             except OSError:
                 content = b""  # write-only (probe, release...) or EIO on read
             target.write_bytes(content)
-            os.chmod(target, entry.stat(follow_symlinks=False).st_mode & 0o777 | 0o200)
+            os.chmod(target, entry.stat(follow_symlinks=False).st_mode & 0o777)
+
+
+# Synthesized files the kernel lets root write (0644); all others are read-only (0444).
+WRITABLE_FILES = {
+    "scaling_governor",
+    "energy_performance_preference",
+    "scaling_max_freq",
+    "scaling_min_freq",
+    "scaling_setspeed",
+    "energy_perf_bias",
+    "hwp_dynamic_boost",
+    "max_perf_pct",
+    "min_perf_pct",
+    "no_turbo",
+    "status",
+    *THP_DEFAULTS,
+}
 
 
 def _write_files(directory: Path, files: dict[str, str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         (directory / name).write_text(content + "\n")
+        os.chmod(directory / name, 0o644 if name in WRITABLE_FILES else 0o444)
 
 
 def build_sysfs_template(dst: Path) -> None:
@@ -395,6 +432,196 @@ def sysfs_template(cache_dir: Path = CACHE_DIR) -> Path:
         return _template_dirs[cache_dir]
 
 
+# --- the kernel's side of the stand-ins ---------------------------------------------------------
+
+# /sys/devices/system/cpu/cpuN/power/energy_perf_bias accepts these names and shows the number.
+EPB_NAMES = {
+    "performance": 0,
+    "balance-performance": 4,
+    "normal": 6,
+    "normal-powersave": 7,
+    "balance-power": 8,
+    "power": 15,
+}
+_IN_CLOSE_WRITE = 0x00000008
+_IN_IGNORED = 0x00008000
+_IN_NONBLOCK = 0o4000
+_IN_CLOEXEC = 0o2000000
+
+
+class _Inotify:
+    """One inotify instance and a daemon thread calling ``handler(path)`` after each write to a
+    file (IN_CLOSE_WRITE) in a watched directory."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if self.fd < 0:
+            raise HarnessError(f"inotify_init1: errno {ctypes.get_errno()}")
+        self._watches: dict[int, tuple[Path, object]] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._loop, name="sysfs-kernel-model", daemon=True).start()
+
+    def watch(self, directory: Path, handler) -> None:
+        wd = self._libc.inotify_add_watch(self.fd, os.fsencode(directory), _IN_CLOSE_WRITE)
+        if wd < 0:
+            raise HarnessError(f"inotify_add_watch {directory} failed")
+        with self._lock:
+            self._watches[wd] = (directory, handler)
+
+    def _loop(self) -> None:
+        import select
+        import struct
+
+        while True:
+            select.select([self.fd], [], [])
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                continue
+            offset = 0
+            while offset < len(data):
+                wd, mask, _cookie, size = struct.unpack_from("iIII", data, offset)
+                name = data[offset + 16 : offset + 16 + size].rstrip(b"\0").decode()
+                offset += 16 + size
+                with self._lock:
+                    directory, handler = self._watches.get(wd, (None, None))
+                    if mask & _IN_IGNORED:  # the directory was removed (a reboot's reset)
+                        self._watches.pop(wd, None)
+                if handler is None or not name or not mask & _IN_CLOSE_WRITE:
+                    continue
+                try:
+                    handler(directory / name)
+                except Exception as exc:  # never let the model thread die
+                    log(f"sysfs kernel model: {directory / name}: {exc!r}")
+
+
+_inotify: _Inotify | None = None
+_inotify_lock = threading.Lock()
+
+
+def _watcher() -> _Inotify:
+    global _inotify
+    with _inotify_lock:
+        if _inotify is None:
+            _inotify = _Inotify()
+        return _inotify
+
+
+class KernelModel:
+    """What the kernel does when a stand-in file is written, applied right after the write.
+
+    The container writes plain files; a real sysfs attribute validates and transforms the write.
+    Right after each write (inotify IN_CLOSE_WRITE, within a millisecond or so) this model
+    rewrites the file the way the kernel would show it, or puts the previous content back where
+    the kernel would have refused the write (the writer got no error, though: a plain file
+    cannot fail a write the way sysfs does with EINVAL/EBUSY):
+
+    * selectors (THP ``enabled``, ``defrag``, ``shmem_enabled``, ``hugepages-*/enabled``): a
+      valid choice reads back bracketed (``always`` -> ``[always] madvise never``);
+    * ``scaling_governor``: one of ``scaling_available_governors``. intel_pstate (HWP) semantics:
+      ``performance`` forces EPP to ``performance`` and refuses other EPP values while it lasts;
+      back to ``powersave`` restores the EPP from before;
+    * ``energy_performance_preference``: one of the available preferences or 0-255;
+      ``default`` reads back as the boot default;
+    * ``energy_perf_bias``: 0-15 or a name (``performance`` -> ``0``, ``normal`` -> ``6``...);
+    * numbers (``min_perf_pct``, ``scaling_max_freq``...): integers; ``intel_pstate/status``:
+      active/passive/off;
+    * read-only attributes (``scaling_driver``, ``cpuinfo_*``, ``online``...): writes undone;
+    * everything read back ends with a newline, as sysfs does.
+    """
+
+    def __init__(self, thp_dir: Path, cpu_dir: Path) -> None:
+        self.thp_dir = thp_dir
+        self.cpu_dir = cpu_dir
+        self._last: dict[Path, str] = {}  # the content the "kernel" last showed, per file
+        self._epp_before_performance: dict[Path, str] = {}
+
+    def attach(self) -> None:
+        """Record the boot content and watch the directories (after each reset)."""
+        self._last.clear()
+        self._epp_before_performance.clear()
+        dirs = [
+            self.thp_dir,
+            *self.thp_dir.glob("hugepages-*"),
+            self.cpu_dir,
+            self.cpu_dir / "intel_pstate",
+            *self.cpu_dir.glob("cpufreq/policy*"),
+            *self.cpu_dir.glob("cpu[0-9]*/power"),
+        ]
+        for directory in dirs:
+            if not directory.is_dir() or directory.is_symlink():
+                continue
+            for f in directory.iterdir():
+                if f.is_file() and not f.is_symlink():
+                    self._last[f] = f.read_text()
+            _watcher().watch(directory, self.on_write)
+
+    def _show(self, path: Path, content: str) -> None:
+        self._last[path] = content
+        if path.read_text() != content:
+            with open(path, "w") as f:
+                f.write(content)
+
+    def on_write(self, path: Path) -> None:
+        if path not in self._last:
+            return  # a file the kernel would not have let anyone create; left alone
+        written = path.read_text()
+        if written == self._last[path]:
+            return  # our own rewrite, or the same content again
+        value = written.strip()
+        previous = self._last[path]
+        shown = self._accept(path, value, previous)
+        self._show(path, previous if shown is None else shown)
+
+    def _accept(self, path: Path, value: str, previous: str) -> str | None:
+        """The content the kernel shows after writing ``value``; None: refused."""
+        name = path.name
+        if "[" in previous:  # a selector: always [madvise] never
+            choices = previous.replace("[", "").replace("]", "").split()
+            if value not in choices:
+                return None
+            return " ".join(f"[{c}]" if c == value else c for c in choices) + "\n"
+        if not path.stat().st_mode & 0o200:
+            return None  # read-only attribute
+        policy = path.parent
+        if name == "scaling_governor":
+            available = (policy / "scaling_available_governors").read_text().split()
+            if value not in available:
+                return None
+            epp = policy / "energy_performance_preference"
+            old = previous.strip()
+            if epp in self._last and value == "performance" and old != "performance":
+                self._epp_before_performance[policy] = self._last[epp]
+                self._show(epp, "performance\n")
+            elif epp in self._last and old == "performance" and value != "performance":
+                restored = self._epp_before_performance.pop(
+                    policy, CPUFREQ_DEFAULTS["energy_performance_preference"] + "\n"
+                )
+                self._show(epp, restored)
+            return value + "\n"
+        if name == "energy_performance_preference":
+            available = (policy / "energy_performance_available_preferences").read_text().split()
+            if self._last.get(policy / "scaling_governor", "").strip() == "performance":
+                return None if value != "performance" else "performance\n"  # EBUSY
+            if value == "default":
+                return CPUFREQ_DEFAULTS["energy_performance_preference"] + "\n"
+            if value in available or (value.isdigit() and int(value) <= 255):
+                return value + "\n"
+            return None
+        if name == "energy_perf_bias":
+            if value in EPB_NAMES:
+                return f"{EPB_NAMES[value]}\n"
+            return value + "\n" if value.isdigit() and int(value) <= 15 else None
+        if name == "status":
+            return value + "\n" if value in ("active", "passive", "off") else None
+        if previous.strip().lstrip("-").isdigit():
+            return value + "\n" if value.lstrip("-").isdigit() else None
+        return value + "\n"
+
+
 # --- containers --------------------------------------------------------------------------------
 
 
@@ -405,10 +632,14 @@ def _overlay_works(cache_dir: Path) -> bool:
         for d in ("lower", "upper", "work", "merged"):
             (probe / d).mkdir()
         opts = f"lowerdir={probe}/lower,upperdir={probe}/upper,workdir={probe}/work"
-        ok = subprocess.run(
-            ["mount", "-t", "overlay", "overlay", "-o", opts, str(probe / "merged")],
-            capture_output=True, check=False,
-        ).returncode == 0
+        ok = (
+            subprocess.run(
+                ["mount", "-t", "overlay", "overlay", "-o", opts, str(probe / "merged")],
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
         if ok:
             subprocess.run(["umount", str(probe / "merged")], check=False)
         return ok
@@ -459,6 +690,40 @@ def _container_init(nspawn_pid: int) -> int | None:
     return None
 
 
+def _cgroup_roots() -> list[Path]:
+    """The cgroup hierarchies systemd uses: the unified one alone (cgroup v2), or, on a hybrid
+    setup like these VMs', the name=systemd v1 hierarchy plus the unified one."""
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        return [base]
+    return [base / h for h in ("systemd", "unified") if (base / h / "cgroup.procs").exists()]
+
+
+def _remove_cgroup(path: Path) -> None:
+    """rmdir a cgroup subtree bottom-up (cgroups empty of processes can be removed)."""
+    if not path.is_dir():
+        return
+    for sub, _dirs, _files in sorted(os.walk(path), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(sub)
+
+
+def _kill_cgroup(path: Path, timeout: float = 10) -> None:
+    """SIGKILL every process in a cgroup subtree and wait until it is empty."""
+    deadline = time.monotonic() + timeout
+    while path.is_dir():
+        pids = set()
+        for procs in path.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.update(int(p) for p in procs.read_text().split())
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -469,7 +734,9 @@ def _alive(pid: int | None) -> bool:
     return state != "Z"
 
 
+UDEV_ENV = "SYSTEMD_DEVICE_VERIFY_SYSFS=0"
 CONTAINER_ENV = [
+    UDEV_ENV,
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "HOME=/root",
     "LANG=C.UTF-8",
@@ -499,6 +766,7 @@ class Host:
         self.thp_dir = self.sysfs_dir / "thp"
         self.cpu_dir = self.sysfs_dir / "cpu"
         self.log_path = self.dir / "console.log"
+        self.kernel = KernelModel(self.thp_dir, self.cpu_dir)
         self.boots = 0
         self.boot_seconds: float | None = None
         self._nspawn: subprocess.Popen[bytes] | None = None
@@ -532,14 +800,29 @@ class Host:
     def ssh_command(self, command: str | None = None) -> list[str]:
         """``ssh`` argv that logs into the host (for tests that shell out, e.g. llmtune doctor)."""
         argv = [
-            "ssh", "-p", str(self.port), "-i", str(self.key), "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "root@127.0.0.1",
+            "ssh",
+            "-p",
+            str(self.port),
+            "-i",
+            str(self.key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "root@127.0.0.1",
         ]
         return [*argv, command] if command is not None else argv
 
     def run(
-        self, cmd: str | Sequence[str], *, check: bool = True, timeout: float = 120,
+        self,
+        cmd: str | Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 120,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the running container as root (nsenter into all its namespaces,
@@ -547,10 +830,21 @@ class Host:
         if not self.running:
             raise HarnessError(f"{self.name} is not running")
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        full = ["nsenter", "-t", str(self.pid), "-a", "-r", "-w",
-                "env", "-i", *CONTAINER_ENV, *argv]
-        proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout,
-                              input=input, check=False)
+        full = [
+            "nsenter",
+            "-t",
+            str(self.pid),
+            "-a",
+            "-r",
+            "-w",
+            "env",
+            "-i",
+            *CONTAINER_ENV,
+            *argv,
+        ]
+        proc = subprocess.run(
+            full, capture_output=True, text=True, timeout=timeout, input=input, check=False
+        )
         if check and proc.returncode != 0:
             raise HarnessError(
                 f"{self.name}: {cmd!r} exited {proc.returncode}\n"
@@ -591,6 +885,11 @@ class Host:
     # -- lifecycle --------------------------------------------------------------------------------
 
     @property
+    def cgroups(self) -> list[Path]:
+        """This host's own cgroup in each hierarchy (nspawn and the container live under it)."""
+        return [base / CGROUP_PARENT / self.dir.parent.name / self.name for base in _cgroup_roots()]
+
+    @property
     def running(self) -> bool:
         return self._nspawn is not None and self._nspawn.poll() is None and _alive(self.pid)
 
@@ -609,24 +908,50 @@ class Host:
         self._started = time.monotonic()
         log(f"booting {self.name} (sshd on port {self.port}, boot #{self.boots})")
         argv = [
-            "systemd-nspawn", "--quiet", "-D", str(self.root), "-b",
+            "systemd-nspawn",
+            "--quiet",
+            "-D",
+            str(self.root),
+            "-b",
             # No machined/system bus on this machine: don't register, stay in our cgroup.
-            "--register=no", "--keep-unit",
-            "-M", self.name, "--hostname", self.name,
+            "--register=no",
+            "--keep-unit",
+            "-M",
+            self.name,
+            "--hostname",
+            self.name,
             "--console=read-only",  # the console goes to console.log
             f"--bind={self.thp_dir}:{THP_PATH}",
             f"--bind={self.cpu_dir}:{CPU_PATH}",
         ]
+        # Its own cgroup: with --keep-unit nspawn puts the container under the caller's cgroup
+        # (".../payload"), and two containers in the same one would manage the SAME unit cgroups
+        # (system.slice/ssh.service...): stopping a unit in one host would kill the other's.
+        procs = []
+        for cgroup in self.cgroups:
+            cgroup.mkdir(parents=True, exist_ok=True)
+            procs.append(str(cgroup / "cgroup.procs"))
+        argv = [
+            "/bin/sh",
+            "-c",
+            'for p in $CGROUP_PROCS; do echo $$ > "$p" || exit 97; done; exec "$@"',
+            "sh",
+            *argv,
+        ]
         if threading.current_thread() is threading.main_thread():
             # If the test process dies, nspawn gets SIGTERM and shuts its container down. Only
             # from the main thread: the death signal fires when the forking THREAD exits.
-            argv = ["setpriv", "--pdeathsig", "SIGTERM", "--", *argv]
+            argv = [*argv[:4], "setpriv", "--pdeathsig", "SIGTERM", "--", *argv[4:]]
         with open(self.log_path, "ab") as out:
             out.write(f"\n===== boot #{self.boots} =====\n".encode())
             out.flush()
             self._nspawn = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal goes to pytest, not to nspawn
+                env=dict(os.environ, CGROUP_PROCS=" ".join(procs)),
             )
         self.pid = None
         (self.dir / "nspawn.pid").write_text(f"{self._nspawn.pid}\n")
@@ -684,6 +1009,8 @@ class Host:
         except subprocess.TimeoutExpired:
             self._nspawn.kill()
             self._nspawn.wait(15)
+        for cgroup in self.cgroups:  # anything that escaped the PID namespace's end
+            _kill_cgroup(cgroup)
         self._nspawn = None
         self.pid = None
 
@@ -701,6 +1028,8 @@ class Host:
         self.kill()
         if self.overlay and os.path.ismount(self.root):
             subprocess.run(["umount", "-l", str(self.root)], check=False)
+        for cgroup in self.cgroups:
+            _remove_cgroup(cgroup)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def console_tail(self, lines: int = 40) -> str:
@@ -720,17 +1049,28 @@ class Host:
         if self.overlay:
             for d in ("upper", "work", "merged"):
                 (self.dir / d).mkdir(exist_ok=True)
-            opts = (f"lowerdir={self.rootfs.path},upperdir={self.dir}/upper,"
-                    f"workdir={self.dir}/work")
-            subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.root)],
-                           check=True)
+            opts = f"lowerdir={self.rootfs.path},upperdir={self.dir}/upper,workdir={self.dir}/work"
+            subprocess.run(
+                ["mount", "-t", "overlay", "overlay", "-o", opts, str(self.root)], check=True
+            )
         else:
-            subprocess.run(["cp", "-a", "--reflink=auto", str(self.rootfs.path), str(self.root)],
-                           check=True)
+            subprocess.run(
+                ["cp", "-a", "--reflink=auto", str(self.rootfs.path), str(self.root)], check=True
+            )
         etc = self.root / "etc"
         (etc / "hostname").write_text(f"{self.name}\n")
         (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
         (etc / "ssh/sshd_config.d/port.conf").write_text(f"Port {self.port}\n")
+        # udev (sd-device) refuses device directories that are not on a real sysfs mount, and the
+        # cpu stand-in is a plain directory: without this, tuned's cpu plugin (pyudev) finds no
+        # CPU ("instance cpu: no matching devices available") and sets no governor. systemd's
+        # documented test switch, for every service and every login (pam_env reads
+        # /etc/environment for SSH sessions).
+        conf = etc / "systemd/system.conf.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "llmtune-test.conf").write_text(f"[Manager]\nDefaultEnvironment={UDEV_ENV}\n")
+        environment = (etc / "environment").read_text() if (etc / "environment").exists() else ""
+        (etc / "environment").write_text(f"{environment}{UDEV_ENV}\n")
         hosts = (etc / "hosts").read_text() if (etc / "hosts").exists() else ""
         (etc / "hosts").write_text(f"127.0.1.1\t{self.name}\n{hosts}")
         self._disk_ready = True
@@ -738,8 +1078,8 @@ class Host:
     def _reset_sysfs(self) -> None:
         """Boot defaults, as a real reboot gives: a fresh copy of the template."""
         shutil.rmtree(self.sysfs_dir, ignore_errors=True)
-        shutil.copytree(sysfs_template(self.rootfs.path.parent), self.sysfs_dir,
-                        symlinks=True)
+        shutil.copytree(sysfs_template(self.rootfs.path.parent), self.sysfs_dir, symlinks=True)
+        self.kernel.attach()
 
 
 # --- fleets and stale runs ---------------------------------------------------------------------
@@ -763,20 +1103,14 @@ def reap_stale_runs(cache_dir: Path = CACHE_DIR) -> None:
         except ValueError:
             pass
         log(f"reaping the containers of a dead test run: {run}")
+        for base in _cgroup_roots():  # every process of its containers, nspawn included
+            _kill_cgroup(base / CGROUP_PARENT / run.name)
         for host_dir in run.iterdir():
-            pidfile = host_dir / "nspawn.pid"
-            if pidfile.exists():
-                with contextlib.suppress(ValueError, ProcessLookupError):
-                    nspawn = int(pidfile.read_text())
-                    if Path(f"/proc/{nspawn}/comm").exists() and \
-                            "nspawn" in Path(f"/proc/{nspawn}/comm").read_text():
-                        init = _container_init(nspawn)
-                        if init:
-                            os.kill(init, signal.SIGKILL)
-                        os.kill(nspawn, signal.SIGKILL)
             merged = host_dir / "merged"
             if os.path.ismount(merged):
                 subprocess.run(["umount", "-l", str(merged)], check=False)
+        for base in _cgroup_roots():
+            _remove_cgroup(base / CGROUP_PARENT / run.name)
         shutil.rmtree(run, ignore_errors=True)
 
 
@@ -870,12 +1204,15 @@ class Fleet:
                 errors.append(exc)
         self.hosts = []
         if self.workdir is not None:
+            for base in _cgroup_roots():
+                _remove_cgroup(base / CGROUP_PARENT / self.workdir.name)
+                with contextlib.suppress(OSError):  # the parent too, once no run uses it
+                    os.rmdir(base / CGROUP_PARENT)
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
         _live_fleets.discard(self)
         if errors:
             raise errors[0]
-
 
 
 _live_fleets: set[Fleet] = set()
@@ -887,4 +1224,3 @@ def _close_live_fleets() -> None:
     for fleet in list(_live_fleets):
         with contextlib.suppress(BaseException):
             fleet.close()
-
