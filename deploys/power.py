@@ -137,16 +137,22 @@ def power() -> None:
         )
 
     activate = f"tuned-adm profile {shlex.quote(profile_name)}"
+    verify = {
+        "name": "Verify the tuned profile (tuned-adm verify)",
+        "function": report_tuned_verify,
+    }
     if tuned.active_profile != profile_name or not tuned.daemon_running:
         server.shell(name=f"Activate the tuned profile {profile_name}", commands=[activate])
+        python.call(**verify)
     else:
+        # Only after a change: an unchanged host stays a run with no changes. (An operation
+        # skipped by its _if still reports did_change(), so both gate on the profile itself.)
         server.shell(
             name=f"Reload the tuned profile {profile_name}",
             commands=[activate],
             _if=profile.did_change,
         )
-
-    python.call(name="Verify the tuned profile (tuned-adm verify)", function=report_tuned_verify)
+        python.call(**verify, _if=profile.did_change)
 
 
 run_if_deploy_file(__file__, power)

@@ -69,7 +69,17 @@ def _revert_power(original: dict) -> None:
         packages = (
             ["tuned"] if original.get("tuned_ppd_installed") else (list(platform.tuned_packages))
         )
-        server.packages(name="Remove tuned", packages=packages, present=False)
+        if platform.family == "debian":
+            # Purge: a plain remove leaves tuned's conffiles, and the package "config-files".
+            server.shell(
+                name="Purge tuned",
+                commands=[
+                    "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q "
+                    + " ".join(shlex.quote(p) for p in packages)
+                ],
+            )
+        else:
+            server.packages(name="Remove tuned", packages=packages, present=False)
         # tuned's runtime state outlives the package (it is no conffile): gone, as before.
         for leftover in TUNED_RUNTIME_FILES:
             files.file(name=f"Remove {leftover}", path=leftover, present=False)

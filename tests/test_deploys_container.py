@@ -194,7 +194,8 @@ def test_first_apply_survives_a_host_dying_midway_then_converges(fleet, inventor
 def test_second_apply_reports_no_changes(inventory) -> None:
     proc = pyinfra(inventory, "all")
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert changed_operations(proc.stdout) == 0, proc.stdout[-3000:]
+    output = proc.stdout + proc.stderr
+    assert changed_operations(output) == 0, output[-3000:]
 
 
 def test_settings_persist_across_a_reboot(fleet, inventory) -> None:
