@@ -20,6 +20,7 @@ from llmtune.inventory import settings_of
 from llmtune.ops.entry import run_if_deploy_file
 from llmtune.ops.fail import fail_host
 from llmtune.ops.original import record_original
+from llmtune.ops.packages import packages
 from llmtune.planner.ownership import TUNED, thp_owner
 from llmtune.planner.tuned_profile import render_profile
 from llmtune.platform import platform_for
@@ -81,7 +82,7 @@ def power() -> None:
         },
     )
 
-    server.packages(name="Install tuned", packages=list(platform.tuned_packages))
+    packages("Install tuned", platform, list(platform.tuned_packages))
 
     if ppd.active or not ppd.masked:
         server.shell(

@@ -20,6 +20,7 @@ from llmtune.facts.tuned import TunedState
 from llmtune.inventory import settings_of
 from llmtune.ops.entry import run_if_deploy_file
 from llmtune.ops.fail import fail_host
+from llmtune.ops.packages import packages as remove_packages
 from llmtune.platform import platform_for
 
 TUNED_RUNTIME_FILES = (
@@ -79,7 +80,7 @@ def _revert_power(original: dict) -> None:
                 ],
             )
         else:
-            server.packages(name="Remove tuned", packages=packages, present=False)
+            remove_packages("Remove tuned", platform, packages, present=False)
         # tuned's runtime state outlives the package (it is no conffile): gone, as before.
         for leftover in TUNED_RUNTIME_FILES:
             files.file(name=f"Remove {leftover}", path=leftover, present=False)

@@ -14,7 +14,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from llmtune.compat import ssh_eof
 from llmtune.settings import HostSettings, SettingsError, read_mapping, settings_from_mapping
+
+# Runs that use llmtune inventories: a host lost mid-run fails alone (see the module).
+ssh_eof.install()
 
 HostEntry = str | tuple[str, dict[str, Any]]
 SETTINGS_KEY = "llmtune_settings"

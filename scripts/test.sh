@@ -16,5 +16,5 @@ if [ "$(id -u)" -eq 0 ] && ! { command -v debootstrap && command -v systemd-nspa
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq && apt-get install -y -qq debootstrap systemd-container openssh-client
 fi
-# Run from the tests folder's view of the installed package, not the source tree.
+# Everything, the container tests included (they need root: CI runs as root).
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

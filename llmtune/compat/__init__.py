@@ -1,0 +1,1 @@
+"""Narrow, documented fixes for behaviour of the libraries llmtune builds on."""
