@@ -8,6 +8,7 @@ stops with the file, the key and what is allowed (exit 2).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -67,6 +68,28 @@ def _names(value: Any) -> str | None:
     return None
 
 
+def _ref(value: Any) -> str | None:
+    # A branch name would float: only tags (b1234, v1.2) and commits are pins.
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{7,40}|b\d+|v?\d+(\.\d+)+", value):
+        return "a commit (7-40 hex digits) or a release tag like b8149 (never a branch)"
+    return None
+
+
+def _optional_path(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, str) and value) else "a file path"
+
+
+def _count(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 50:
+        return "an integer between 0 and 50"
+    return None
+
+
+def _url(value: Any) -> str | None:
+    ok = isinstance(value, str) and re.match(r"^(https://|ssh://|git@|file://|/)", value)
+    return None if ok else "a git URL (https://, ssh://, git@ or a path)"
+
+
 def _bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "true or false"
 
@@ -109,6 +132,21 @@ class HostSettings:
     # A RAM module below its rated speed fails the memory deploy ("fail") or only warns.
     ram_below_rated: str = "fail"
 
+    # --- llama.cpp, built from source on the host ---
+    # The pinned source: a tag or commit (never a floating branch) of this git repository...
+    llama_cpp_ref: str = "0c1e570"
+    llama_cpp_git_url: str = "https://github.com/ggml-org/llama.cpp"
+    # ...or a source tarball on the machine running the deploy, for offline hosts (its commit
+    # and build number come from the JSON beside it, see scripts/llama_cpp_source.py).
+    llama_cpp_source_tarball: str | None = None
+    # CUDA build: "auto" when the host has NVIDIA GPUs, "on" (require them), "off" (CPU only).
+    llama_cpp_cuda: str = "auto"
+    llama_cpp_lto: bool = False
+    # Builds kept besides the current one, for rollback.
+    llama_cpp_keep_builds: int = 2
+    # Install the distro's CUDA toolkit when a CUDA build needs nvcc and the host lacks it.
+    cuda_toolkit_install: bool = False
+
     # --- what the host cannot tell, and the doctor's thresholds ---
     # The speed (MT/s) the RAM kit is rated for with XMP/EXPO. SMBIOS often reports the JEDEC
     # speed as the module's "Speed", so without this the doctor can only compare with that.
@@ -145,6 +183,13 @@ _VALIDATORS: dict[str, Validator] = {
     "headless": _bool,
     "headless_switch_now": _bool,
     "ram_below_rated": _one_of("fail", "warn"),
+    "llama_cpp_ref": _ref,
+    "llama_cpp_git_url": _url,
+    "llama_cpp_source_tarball": _optional_path,
+    "llama_cpp_cuda": _one_of("auto", "on", "off"),
+    "llama_cpp_lto": _bool,
+    "llama_cpp_keep_builds": _count,
+    "cuda_toolkit_install": _bool,
     "ram_rated_mts": _optional_positive_int,
     "memory_channels": _optional_positive_int,
     "memory_bandwidth_min_ratio": _ratio,
