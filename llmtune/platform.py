@@ -27,6 +27,24 @@ class Platform:
     def tuned_packages(self) -> tuple[str, ...]:
         return ("tuned", "tuned-ppd") if self.tuned_ppd else ("tuned",)
 
+    @property
+    def build_packages(self) -> tuple[str, ...]:
+        """What building llama.cpp needs (python3 writes the build record)."""
+        if self.family == "debian":
+            return ("cmake", "ninja-build", "g++", "git", "ccache", "python3")
+        if self.family == "fedora":
+            return ("cmake", "ninja-build", "gcc-c++", "git", "ccache", "python3")
+        return ("cmake", "ninja", "gcc", "git", "ccache", "python")
+
+    @property
+    def cuda_toolkit_packages(self) -> tuple[str, ...]:
+        """The distro's own CUDA toolkit (only installed when the settings ask for it)."""
+        if self.family == "debian":
+            return ("nvidia-cuda-toolkit",)
+        if self.family == "fedora":
+            return ("cuda",)  # from NVIDIA's repository, which the owner must have enabled
+        return ("cuda",)
+
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())

@@ -90,6 +90,13 @@ def _url(value: Any) -> str | None:
     return None if ok else "a git URL (https://, ssh://, git@ or a path)"
 
 
+def _cmake_defs(value: Any) -> str | None:
+    pattern = re.compile(r"-D[A-Za-z0-9_]+(:[A-Z]+)?=\S*")
+    if isinstance(value, list) and all(isinstance(v, str) and pattern.fullmatch(v) for v in value):
+        return None
+    return "a list of CMake definitions like -DGGML_CUDA_FORCE_MMQ=ON"
+
+
 def _bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "true or false"
 
@@ -133,6 +140,8 @@ class HostSettings:
     ram_below_rated: str = "fail"
 
     # --- llama.cpp, built from source on the host ---
+    # Build llama.cpp as part of deploys/all.py.
+    llama_cpp_build: bool = True
     # The pinned source: a tag or commit (never a floating branch) of this git repository...
     llama_cpp_ref: str = "0c1e570"
     llama_cpp_git_url: str = "https://github.com/ggml-org/llama.cpp"
@@ -142,6 +151,8 @@ class HostSettings:
     # CUDA build: "auto" when the host has NVIDIA GPUs, "on" (require them), "off" (CPU only).
     llama_cpp_cuda: str = "auto"
     llama_cpp_lto: bool = False
+    # Extra CMake definitions, e.g. ["-DGGML_CUDA_FORCE_MMQ=ON"] (part of the build id).
+    llama_cpp_cmake_extra: list[str] = field(default_factory=list)
     # Builds kept besides the current one, for rollback.
     llama_cpp_keep_builds: int = 2
     # Install the distro's CUDA toolkit when a CUDA build needs nvcc and the host lacks it.
@@ -183,11 +194,13 @@ _VALIDATORS: dict[str, Validator] = {
     "headless": _bool,
     "headless_switch_now": _bool,
     "ram_below_rated": _one_of("fail", "warn"),
+    "llama_cpp_build": _bool,
     "llama_cpp_ref": _ref,
     "llama_cpp_git_url": _url,
     "llama_cpp_source_tarball": _optional_path,
     "llama_cpp_cuda": _one_of("auto", "on", "off"),
     "llama_cpp_lto": _bool,
+    "llama_cpp_cmake_extra": _cmake_defs,
     "llama_cpp_keep_builds": _count,
     "cuda_toolkit_install": _bool,
     "ram_rated_mts": _optional_positive_int,

@@ -59,6 +59,9 @@ src={q(job.source_dir)}
 dir={q(job.build_dir)}
 id={q(plan.build_id)}
 keep={int(job.keep)}
+# Builds of one ref differ only in flags: with paths made relative to the prefix, ccache (which
+# llama.cpp's CMake uses when installed) serves the objects the flags do not change.
+export CCACHE_BASEDIR="$prefix"
 
 if [ -f "$dir/build-info.json" ]; then
     echo "llmtune: build $id is complete already"

@@ -69,6 +69,7 @@ def plan_build(
     kv_cache_pairs: Iterable[tuple[str, str]] = (("f16", "f16"),),
     commit: str | None = None,
     build_number: int | None = None,
+    extra: Iterable[str] = (),
 ) -> BuildPlan:
     """The configure flags for this host.
 
@@ -124,4 +125,8 @@ def plan_build(
         flags.append(f"-DLLAMA_BUILD_COMMIT={commit}")
         flags.append(f"-DLLAMA_BUILD_NUMBER={build_number or 0}")
         reasons.append("LLAMA_BUILD_COMMIT/NUMBER: a tarball has no .git; --version names it")
+    extra = list(extra)
+    if extra:
+        flags += extra
+        reasons.append(f"{' '.join(extra)}: from the settings (llama_cpp_cmake_extra)")
     return BuildPlan(ref, tuple(flags), archs, TARGETS, tuple(reasons))
