@@ -7,6 +7,7 @@ from pyinfra.api import deploy
 
 from llmtune.deploys.cpu import cpu
 from llmtune.deploys.headless import headless
+from llmtune.deploys.llama_cpp import llama_cpp
 from llmtune.deploys.memory import memory
 from llmtune.deploys.power import power
 from llmtune.ops.entry import run_if_deploy_file
@@ -19,6 +20,8 @@ def apply_all() -> None:
     memory()
     cpu()
     headless()
+    # Last: the build takes minutes and must not hold back the tuning of the OS.
+    llama_cpp()
 
 
 run_if_deploy_file(__file__, apply_all)

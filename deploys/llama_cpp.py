@@ -20,8 +20,8 @@ from pyinfra.operations import files, python, server
 from llmtune.facts.cuda import CudaToolkit
 from llmtune.facts.gpu import NvidiaGpus
 from llmtune.facts.host import HostInfo
+from llmtune.facts.llama import LlamaBuilds
 from llmtune.facts.llama_source import LlamaSource
-from llmtune.facts.llmtune_state import CurrentLlamaBuild
 from llmtune.inventory import settings_of
 from llmtune.ops.entry import run_if_deploy_file
 from llmtune.ops.fail import fail_host
@@ -80,7 +80,7 @@ def llama_cpp() -> None:
     except BuildPlanError as exc:
         fail_host("llama.cpp build plan", str(exc))
         return
-    if host.get_fact(CurrentLlamaBuild, prefix=prefix) == plan.build_id:
+    if host.get_fact(LlamaBuilds, root_dir=prefix).current == plan.build_id:
         host.noop(f"llama.cpp {plan.build_id} is the current build")
         return
 

@@ -142,8 +142,11 @@ def inventory(fleet, tmp_path_factory) -> Path:
         f"from llmtune.inventory import group\nnodes = group(__file__, 'nodes', [{entries}])\n"
     )
     (root / "group_vars").mkdir()
+    # The llama.cpp build has tests of its own (test_llama_cpp_container.py).
     (root / "group_vars" / "all.yaml").write_text(
-        (REPO / "inventories/group_vars/all.yaml").read_text()
+        (REPO / "inventories/group_vars/all.yaml")
+        .read_text()
+        .replace("llama_cpp_build: true", "llama_cpp_build: false")
     )
     return root / "fleet.py"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +44,3 @@ class OriginalState(LlmtuneFact[OriginalStateValue]):
             else:
                 broken.append(name)
         return OriginalStateValue(sections, tuple(sorted(broken)))
-
-
-class CurrentLlamaBuild(LlmtuneFact[str]):
-    """The build id ``<prefix>/current`` points at ("" when there is no build yet)."""
-
-    def command(self, prefix: str = "/opt/llmtune/llama.cpp") -> str:
-        return c_locale(f"readlink {shlex.quote(prefix)}/current 2>/dev/null; true")
-
-    def process(self, output: list[str]) -> str:
-        target = next((line.strip() for line in output if line.strip()), "")
-        return target.removeprefix("builds/")

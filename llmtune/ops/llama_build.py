@@ -28,6 +28,7 @@ class BuildJob:
     source_dir: str
     plan: BuildPlan
     commit: str = ""
+    build_number: int = 0
     source: str = ""
     keep: int = 2
 
@@ -44,6 +45,7 @@ def build_script(job: BuildJob) -> str:
         "build_id": plan.build_id,
         "ref": plan.ref,
         "commit": job.commit,
+        "build_number": job.build_number,
         "cmake_flags": list(plan.cmake_flags),
         "cuda_architectures": list(plan.cuda_architectures),
         "targets": list(plan.targets),

@@ -79,11 +79,23 @@ def plan_build(
     ``--version`` names the source.
     """
     options = set(cmake_options)
-    flags = ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF"]
+    flags = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DGGML_NATIVE=ON",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+    ]
     reasons = [
         "GGML_NATIVE=ON: built on the host that runs it, for its own CPU (AVX-512, AMX...)",
         "LLAMA_CURL=OFF: models are local files; no download code in the server",
+        "LLAMA_BUILD_TESTS/EXAMPLES=OFF: only the tools llmtune runs",
     ]
+    if "LLAMA_USE_PREBUILT_UI" in options:
+        # Otherwise the build downloads the web UI's "latest" files: a pinned build that
+        # changes with the day it was built (and fails offline).
+        flags.append("-DLLAMA_USE_PREBUILT_UI=OFF")
+        reasons.append("LLAMA_USE_PREBUILT_UI=OFF: no web UI download at build time (a pin)")
     archs: tuple[int, ...] = ()
     use_cuda = cuda == "on" or (cuda == "auto" and gpus.available and bool(gpus.gpus))
     if cuda == "on" and not (gpus.available and gpus.gpus):
