@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from llmtune.checks.applies import systemd_skip
 from llmtune.checks.registry import FactValues, check
-from llmtune.facts.host import HostInfo, HostInfoValue
-from llmtune.facts.systemd import SystemdState, SystemdStateValue
+from llmtune.facts.host import HostInfo
+from llmtune.facts.systemd import SystemdState
 from llmtune.facts.tuned import THROUGHPUT_PERFORMANCE, TunedState, include_path
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
 from llmtune.settings import HostSettings
@@ -22,16 +23,6 @@ PPD_FIX = (
 PPD_EXPECTED = "power-profiles-daemon not installed, or inactive and masked"
 
 
-def _systemd_skip(host: HostInfoValue, systemd: SystemdStateValue, what: str) -> Outcome | None:
-    """The skip outcome when systemd does not manage this host's services, else None."""
-    if not host.systemd:
-        pid1 = host.pid1 or "unknown"
-        return skipped(f"PID 1 is {pid1}, not systemd: {what} is managed by systemd units")
-    if not systemd.running:
-        return skipped(f"systemd does not answer ({systemd.reason or systemd.system_state})")
-    return None
-
-
 @check(
     id="PWR001",
     name="tuned-profile",
@@ -45,7 +36,7 @@ def tuned_profile(facts: FactValues, settings: HostSettings) -> Outcome:
     if not settings.tuned:
         return skipped("tuned: false in the settings: the cpu deploy sets governor and EPP")
     systemd = facts[SystemdState]
-    skip = _systemd_skip(facts[HostInfo], systemd, "tuned")
+    skip = systemd_skip(facts[HostInfo], systemd, "tuned is managed by systemd units")
     if skip:
         return skip
     tuned = facts[TunedState]
@@ -124,7 +115,9 @@ def tuned_profile(facts: FactValues, settings: HostSettings) -> Outcome:
 )
 def ppd_masked(facts: FactValues, settings: HostSettings) -> Outcome:
     systemd = facts[SystemdState]
-    skip = _systemd_skip(facts[HostInfo], systemd, "power-profiles-daemon")
+    skip = systemd_skip(
+        facts[HostInfo], systemd, "power-profiles-daemon is managed by systemd units"
+    )
     if skip:
         return skip
     ppd = systemd.unit("power-profiles-daemon")

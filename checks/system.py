@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from llmtune.checks.applies import systemd_skip
 from llmtune.checks.display import is_display_process
 from llmtune.checks.registry import FactUnavailable, FactValues, check
 from llmtune.facts.gpu import GpuProcess, GpuProcesses, GpuProcessesValue
 from llmtune.facts.host import HostInfo
-from llmtune.facts.systemd import SystemdState
+from llmtune.facts.systemd import DISPLAY_MANAGER_UNITS, SystemdState
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
 from llmtune.settings import HostSettings
 
@@ -41,19 +42,17 @@ def _gpu_processes(facts: FactValues) -> GpuProcessesValue | None:
 def headless(facts: FactValues, settings: HostSettings) -> Outcome:
     if not settings.headless:
         return skipped("headless: false in the settings (a desktop that also serves models)")
-    host = facts[HostInfo]
-    if not host.systemd:
-        return skipped(f"PID 1 is {host.pid1 or 'unknown'}, not systemd: no targets to check")
     systemd = facts[SystemdState]
-    if not systemd.running:
-        return skipped(f"systemd does not answer ({systemd.reason or systemd.system_state})")
+    skip = systemd_skip(facts[HostInfo], systemd, "no targets to check")
+    if skip:
+        return skip
 
     target = systemd.default_target or "unknown"
     active_dms = systemd.active_display_managers()
     dm_unit = systemd.display_manager_unit()
     dm_enabled = any(
         systemd.unit(name).enabled or (name == "display-manager" and systemd.unit(name).installed)
-        for name in ("display-manager", "gdm", "gdm3", "sddm", "lightdm")
+        for name in DISPLAY_MANAGER_UNITS
     )
     gpu = _gpu_processes(facts)
     shown = [p for p in gpu.processes if is_display_process(p)] if gpu else []
