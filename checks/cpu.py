@@ -183,9 +183,7 @@ def hybrid_pcores(facts: FactValues, settings: HostSettings) -> Outcome:
         return skipped(f"not a hybrid CPU: all {topology.threads} CPUs are one core type")
     pcores = format_cpulist(topology.pcore_cpus)
     ecores = format_cpulist(topology.ecore_cpus)
-    # llama.cpp's -t: one thread per physical P-core (SMT siblings share one core's units).
-    keys = {c.cpu: c.core_key or str(c.cpu) for c in topology.cpus}
-    p_physical = len({keys.get(cpu, str(cpu)) for cpu in topology.pcore_cpus})
+    p_physical = topology.pcore_physical_cores
     return passed(
         f"P-cores {pcores} ({p_physical} cores), E-cores {ecores} (from {topology.hybrid_source})",
         "inference on the P-cores only",

@@ -43,9 +43,7 @@ def cpu() -> None:
     )
 
     pcores = format_cpulist(topology.pcores)
-    threads = len({c.core_key for c in topology.cpus if c.cpu in topology.pcores}) or len(
-        topology.pcores
-    )
+    threads = topology.pcore_physical_cores
     files.put(
         name="Export the P-cores for the llama-server unit",
         src=StringIO(

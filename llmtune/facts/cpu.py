@@ -169,6 +169,12 @@ class CpuTopologyValue:
         """The CPUs to run inference on: the P-cores on a hybrid CPU, else every CPU."""
         return self.pcore_cpus if self.hybrid else tuple(c.cpu for c in self.cpus)
 
+    @property
+    def pcore_physical_cores(self) -> int:
+        """Physical cores among :attr:`pcores`: llama.cpp's ``-t`` (SMT siblings share a core)."""
+        keys = {c.cpu: c.core_key or str(c.cpu) for c in self.cpus}
+        return len({keys.get(cpu, str(cpu)) for cpu in self.pcores})
+
 
 class CpuTopology(LlmtuneFact[CpuTopologyValue]):
     """Per-CPU core and package ids, max clocks, the online list and Intel's hybrid P/E lists."""

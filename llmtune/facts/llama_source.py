@@ -9,8 +9,13 @@ from dataclasses import dataclass
 
 from llmtune.facts.probe import LlmtuneFact, c_locale
 
-_OPTION = re.compile(r"^\s*option\(\s*([A-Z0-9_]+)")
+_OPTION = re.compile(r"^\s*option\(\s*([A-Z0-9_]+)", re.MULTILINE)
 MARK_PRESENT = "@@llmtune present"
+
+
+def cmake_options(text: str) -> frozenset[str]:
+    """The names a CMakeLists.txt declares with ``option(NAME ...)``."""
+    return frozenset(_OPTION.findall(text))
 
 
 @dataclass(frozen=True)
@@ -32,5 +37,4 @@ class LlamaSource(LlmtuneFact[LlamaSourceValue]):
     def process(self, output: list[str]) -> LlamaSourceValue:
         if MARK_PRESENT not in output:
             return LlamaSourceValue()
-        options = {m.group(1) for line in output if (m := _OPTION.match(line))}
-        return LlamaSourceValue(True, frozenset(options))
+        return LlamaSourceValue(True, cmake_options("\n".join(output)))

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-_OPTION = re.compile(r"^\s*option\(\s*([A-Z0-9_]+)", re.MULTILINE)
+from llmtune.facts.llama_source import cmake_options
 
 
 class SourceError(ValueError):
@@ -51,7 +50,7 @@ def read_tarball(path: Path, ref: str) -> TarballSource:
             ):
                 handle = tar.extractfile(member)
                 if handle:
-                    options |= set(_OPTION.findall(handle.read().decode(errors="replace")))
+                    options |= cmake_options(handle.read().decode(errors="replace"))
     return TarballSource(
         path, commit, int(meta.get("build_number") or 0), digest, frozenset(options)
     )
