@@ -15,6 +15,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import OperationError
+from pyinfra.facts.server import Which
 from pyinfra.operations import files, python, server
 
 from llmtune.facts.cuda import CudaToolkit
@@ -33,6 +34,8 @@ from llmtune.platform import platform_for
 
 # A llama.cpp build takes minutes (a CUDA one on few cores, an hour): no short SSH timeout.
 BUILD_TIMEOUT_S = 4 * 3600
+# What the build script runs (ccache is optional: CMake uses it when present).
+BUILD_COMMANDS = ("cmake", "ninja", "c++", "python3", "tar")
 
 
 def run_build(script: str) -> None:
@@ -93,7 +96,19 @@ def llama_cpp() -> None:
             )
             return
         packages("Install the CUDA toolkit", platform, list(platform.cuda_toolkit_packages))
-    packages("Install build tools", platform, list(platform.build_packages))
+    if settings.llama_cpp_install_build_tools:
+        packages("Install build tools", platform, list(platform.build_packages))
+    else:
+        # The owner provides the tools (an offline host): say which one is missing, before the
+        # build would fail on it minutes in.
+        missing = [c for c in BUILD_COMMANDS if not host.get_fact(Which, command=c)]
+        if missing:
+            fail_host(
+                "llama.cpp build tools",
+                f"llama_cpp_install_build_tools is false and {', '.join(missing)} is not on "
+                "PATH: install it, or set llama_cpp_install_build_tools: true",
+            )
+            return
 
     if not tree.present:
         if tarball:

@@ -97,6 +97,46 @@ def _cmake_defs(value: Any) -> str | None:
     return "a list of CMake definitions like -DGGML_CUDA_FORCE_MMQ=ON"
 
 
+def _abs_path(value: Any) -> str | None:
+    ok = value is None or (isinstance(value, str) and value.startswith("/") and "\n" not in value)
+    return None if ok else "an absolute path on the host"
+
+
+def _port(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        return "a TCP port (1-65535)"
+    return None
+
+
+def _bind(value: Any) -> str | None:
+    ok = isinstance(value, str) and re.fullmatch(r"[0-9A-Za-z.:_-]+", value)
+    return None if ok else "an IP address or host name to listen on (e.g. 127.0.0.1)"
+
+
+def _user(value: Any) -> str | None:
+    ok = isinstance(value, str) and re.fullmatch(r"[a-z_][a-z0-9_-]{0,30}", value)
+    return None if ok else "a system user name (lowercase letters, digits, '_', '-')"
+
+
+def _alias(value: Any) -> str | None:
+    ok = value is None or (isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9._:/-]+", value))
+    return None if ok else "a model name without spaces or commas"
+
+
+def _args(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) and "\n" not in v for v in value):
+        return None
+    return "a list of llama-server arguments, e.g. ['--metrics']"
+
+
+def _optional_mib(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10_000_000:
+        return "a size in MiB (an integer, 0 or more)"
+    return None
+
+
 def _bool(value: Any) -> str | None:
     return None if isinstance(value, bool) else "true or false"
 
@@ -158,6 +198,40 @@ class HostSettings:
     # Install the distro's CUDA toolkit when a CUDA build needs nvcc and the host lacks it.
     cuda_toolkit_install: bool = False
 
+    # Install build tools (cmake, ninja, a compiler, git, ccache) with the package manager. False
+    # for hosts that have them already and cannot reach a package mirror.
+    llama_cpp_install_build_tools: bool = True
+
+    # --- llama-server as a systemd service (deploys/llama_server.py; needs model_path) ---
+    # The GGUF model on the host; no model: no service.
+    model_path: str | None = None
+    # The name clients ask for (--alias); default: the file name without .gguf.
+    model_alias: str | None = None
+    # "text", "vision" (needs mmproj_path) or "mtp" (the model's own MTP layers draft tokens).
+    workload: str = "text"
+    mmproj_path: str | None = None
+    # Context size in tokens; default: the model's trained context, at most 32768.
+    context_size: int | None = None
+    # Concurrent requests (server slots): 1 for a single user.
+    parallel: int = 1
+    server_port: int = 8080
+    # Listen address; anything beyond loopback needs an API key (server_api_key: file).
+    server_bind: str = "127.0.0.1"
+    # "file": a key generated once into a 0600 file of the service user (--api-key-file);
+    # "none": no key (refused unless server_bind is a loopback address).
+    server_api_key: str = "file"
+    # The dedicated system user the service runs as.
+    server_user: str = "llama"
+    # VRAM (MiB per GPU) that --fit leaves free; default llama.cpp's 1024, vision at least 2048.
+    # A large value makes a large card act small (how the 4 GB budget scenario is measured).
+    fit_target_mib: int | None = None
+    # KV cache type: "auto" (the planner decides), or f16, q8_0, q4_0.
+    kv_cache_type: str = "auto"
+    # CPU threads for generation; default: the P-cores' physical cores.
+    threads: int | None = None
+    # Extra llama-server arguments, checked against the installed binary's --help.
+    server_extra_args: list[str] = field(default_factory=list)
+
     # --- what the host cannot tell, and the doctor's thresholds ---
     # The speed (MT/s) the RAM kit is rated for with XMP/EXPO. SMBIOS often reports the JEDEC
     # speed as the module's "Speed", so without this the doctor can only compare with that.
@@ -203,6 +277,21 @@ _VALIDATORS: dict[str, Validator] = {
     "llama_cpp_cmake_extra": _cmake_defs,
     "llama_cpp_keep_builds": _count,
     "cuda_toolkit_install": _bool,
+    "llama_cpp_install_build_tools": _bool,
+    "model_path": _abs_path,
+    "model_alias": _alias,
+    "workload": _one_of("text", "vision", "mtp"),
+    "mmproj_path": _abs_path,
+    "context_size": _optional_positive_int,
+    "parallel": _positive_int,
+    "server_port": _port,
+    "server_bind": _bind,
+    "server_api_key": _one_of("file", "none"),
+    "server_user": _user,
+    "fit_target_mib": _optional_mib,
+    "kv_cache_type": _one_of("auto", "f16", "q8_0", "q4_0"),
+    "threads": _optional_positive_int,
+    "server_extra_args": _args,
     "ram_rated_mts": _optional_positive_int,
     "memory_channels": _optional_positive_int,
     "memory_bandwidth_min_ratio": _ratio,
@@ -235,7 +324,21 @@ def settings_from_mapping(data: Mapping[str, Any], source: str) -> HostSettings:
     settings = HostSettings(**dict(data))
     if settings.gpu_temp_warn_c > settings.gpu_temp_fail_c:
         raise SettingsError(source, "gpu_temp_warn_c", "must not be above gpu_temp_fail_c")
+    if settings.server_api_key == "none" and not is_loopback(settings.server_bind):
+        raise SettingsError(
+            source,
+            "server_api_key",
+            f"'none' with server_bind {settings.server_bind!r} would serve the model to the "
+            "network without a key: use server_api_key: file, or bind 127.0.0.1",
+        )
+    if settings.workload == "vision" and not settings.mmproj_path:
+        raise SettingsError(source, "mmproj_path", "workload: vision needs the mmproj GGUF's path")
     return settings
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: reachable from this host only."""
+    return address in ("localhost", "::1") or address.startswith("127.")
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
