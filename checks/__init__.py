@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from llmtune.checks import cpu, gpu, memory, power, processes, system, thermal  # noqa: F401
+from llmtune.checks import (  # noqa: F401
+    build,
+    cpu,
+    gpu,
+    memory,
+    power,
+    processes,
+    system,
+    thermal,
+)
 from llmtune.checks.registry import CHECKS, Check
 
 

@@ -67,7 +67,7 @@ class Check:
     func: CheckFunc
 
 
-CATEGORIES = ("memory", "cpu", "gpu", "power", "system", "thermal", "processes")
+CATEGORIES = ("memory", "cpu", "gpu", "power", "system", "thermal", "processes", "build")
 RETIRED_IDS: frozenset[str] = frozenset()
 CHECKS: dict[str, Check] = {}
 
