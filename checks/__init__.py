@@ -9,6 +9,7 @@ from llmtune.checks import (  # noqa: F401
     memory,
     power,
     processes,
+    service,
     system,
     thermal,
 )

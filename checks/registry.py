@@ -67,7 +67,7 @@ class Check:
     func: CheckFunc
 
 
-CATEGORIES = ("memory", "cpu", "gpu", "power", "system", "thermal", "processes", "build")
+CATEGORIES = ("memory", "cpu", "gpu", "power", "system", "thermal", "processes", "build", "service")
 RETIRED_IDS: frozenset[str] = frozenset()
 CHECKS: dict[str, Check] = {}
 

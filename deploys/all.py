@@ -8,6 +8,7 @@ from pyinfra.api import deploy
 from llmtune.deploys.cpu import cpu
 from llmtune.deploys.headless import headless
 from llmtune.deploys.llama_cpp import llama_cpp
+from llmtune.deploys.llama_server import llama_server
 from llmtune.deploys.memory import memory
 from llmtune.deploys.power import power
 from llmtune.ops.entry import run_if_deploy_file
@@ -22,6 +23,8 @@ def apply_all() -> None:
     headless()
     # Last: the build takes minutes and must not hold back the tuning of the OS.
     llama_cpp()
+    # After the build: its --help decides the flags; a failed build stops the host before this.
+    llama_server()
 
 
 run_if_deploy_file(__file__, apply_all)

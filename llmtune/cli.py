@@ -6,6 +6,7 @@ import click
 
 from llmtune import __version__
 from llmtune.commands.doctor import doctor
+from llmtune.commands.plan import plan
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,3 +16,4 @@ def main() -> None:
 
 
 main.add_command(doctor)
+main.add_command(plan)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
+from llmtune.facts.cpu import parse_cpulist
 from llmtune.facts.llama import ROOT_DIR
 from llmtune.facts.probe import LlmtuneFact, c_locale, join, section, split_sections, sysroot
 
@@ -20,17 +21,6 @@ PROCESS_NAME = "llama-server"
 # the ASCII unit separator, which no sane argument holds.
 ARG_SEP = "\x1f"
 DELETED = " (deleted)"
-
-
-def parse_cpulist(text: str) -> tuple[int, ...]:
-    """``0-3,8`` -> (0, 1, 2, 3, 8); the kernel's list format (Cpus_allowed_list)."""
-    cpus: set[int] = set()
-    for part in text.strip().split(","):
-        lo, _, hi = part.partition("-")
-        if lo.strip().isdigit():
-            end = hi if hi.strip().isdigit() else lo
-            cpus.update(range(int(lo), int(end) + 1))
-    return tuple(sorted(cpus))
 
 
 @dataclass(frozen=True)
