@@ -72,7 +72,7 @@ GPU = GpuProcessesValue(
     available=True,
     processes=(
         GpuProcess(gpu=0, pid=H100_PROCESS.pid, type="C", name="llama-server", used_mib=8924),
-    ),  # fmt: skip
+    ),
 )
 H100_CPU = CpuTopologyValue(cpus=tuple(CpuInfo(c, core_id=c, socket=0) for c in range(16)))
 
