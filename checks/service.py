@@ -8,13 +8,21 @@ VRAM held (CUDA can lose the nvidia_uvm race at boot and the server then runs on
 
 from __future__ import annotations
 
+import functools
+
 from llmtune.checks.applies import systemd_skip
-from llmtune.checks.registry import FactUnavailable, FactValues, check
+from llmtune.checks.registry import CheckFunc, FactUnavailable, FactValues, check
 from llmtune.facts.cpu import CpuTopology, format_cpulist
 from llmtune.facts.gpu import GpuProcesses
 from llmtune.facts.host import HostInfo
 from llmtune.facts.llama_runtime import LlamaServerProcess, LlamaServerProcesses
-from llmtune.facts.llama_service import LlamaService, LlamaServiceValue, ServerApi, ServiceRecord
+from llmtune.facts.llama_service import (
+    LlamaService,
+    LlamaServiceValue,
+    ServerApi,
+    ServerApiValue,
+    ServiceRecord,
+)
 from llmtune.facts.systemd import SystemdState
 from llmtune.findings import Outcome, Severity, failed, passed, skipped, warned
 from llmtune.settings import HostSettings, is_loopback
@@ -25,16 +33,42 @@ SOURCE = "issue 5 (hardened llama-server service)"
 NO_SERVICE = "no llmtune llama-server service on this host (deploys/llama_server.py not applied)"
 
 
-def _record(service: LlamaServiceValue) -> tuple[ServiceRecord | None, Outcome | None]:
+class _Stop(Exception):
+    """Ends a check early with this outcome (no service, no process, no API answer)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.status)
+        self.outcome = outcome
+
+
+def _stops(func: CheckFunc) -> CheckFunc:
+    @functools.wraps(func)
+    def run(facts: FactValues, settings: HostSettings) -> Outcome:
+        try:
+            return func(facts, settings)
+        except _Stop as stop:
+            return stop.outcome
+
+    return run
+
+
+def _record(service: LlamaServiceValue) -> ServiceRecord:
     if service.record_error:
         expected = "a service record written by the deploy"
-        return None, failed(service.record_error, expected, REDEPLOY)
+        raise _Stop(failed(service.record_error, expected, REDEPLOY))
     if service.record is None:
-        return None, skipped(NO_SERVICE)
-    return service.record, None
+        raise _Stop(skipped(NO_SERVICE))
+    return service.record
 
 
-def _main_process(facts: FactValues) -> tuple[LlamaServerProcess | None, Outcome | None]:
+def _api(facts: FactValues) -> ServerApiValue:
+    api = facts[ServerApi]
+    if not api.available:
+        raise FactUnavailable("ServerApi", api.reason)
+    return api
+
+
+def _process(facts: FactValues) -> LlamaServerProcess:
     """The service's main process (MainPID), else the only llama-server running."""
     service = facts[LlamaService]
     running = facts[LlamaServerProcesses].processes
@@ -44,8 +78,8 @@ def _main_process(facts: FactValues) -> tuple[LlamaServerProcess | None, Outcome
         chosen = running[0]
     if chosen is None:
         why = f"MainPID {pid} is not a llama-server" if pid else "no llama-server is running"
-        return None, failed(why, "the service's llama-server running", f"{JOURNAL}; {REDEPLOY}")
-    return chosen, None
+        raise _Stop(failed(why, "the service's llama-server running", f"{JOURNAL}; {REDEPLOY}"))
+    return chosen
 
 
 @check(
@@ -57,10 +91,9 @@ def _main_process(facts: FactValues) -> tuple[LlamaServerProcess | None, Outcome
     source=SOURCE,
     facts=(HostInfo, SystemdState, LlamaService),
 )
+@_stops
 def llama_server_service(facts: FactValues, settings: HostSettings) -> Outcome:
-    record, end = _record(facts[LlamaService])
-    if end is not None or record is None:
-        return end or skipped(NO_SERVICE)
+    record = _record(facts[LlamaService])
     skip = systemd_skip(facts[HostInfo], facts[SystemdState], "no service to check")
     if skip:
         return skip
@@ -84,13 +117,10 @@ def llama_server_service(facts: FactValues, settings: HostSettings) -> Outcome:
     source=SOURCE,
     facts=(LlamaService, ServerApi),
 )
+@_stops
 def llama_server_health(facts: FactValues, settings: HostSettings) -> Outcome:
-    record, end = _record(facts[LlamaService])
-    if end is not None or record is None:
-        return end or skipped(NO_SERVICE)
-    api = facts[ServerApi]
-    if not api.available:
-        raise FactUnavailable("ServerApi", api.reason)
+    _record(facts[LlamaService])
+    api = _api(facts)
     observed = f"GET {api.target}/health: {api.health_status or 'no answer'} {api.health_body}"
     if api.health_status == 200:
         return passed(observed.strip(), '200 {"status":"ok"}')
@@ -106,13 +136,10 @@ def llama_server_health(facts: FactValues, settings: HostSettings) -> Outcome:
     source=SOURCE,
     facts=(LlamaService, ServerApi),
 )
+@_stops
 def llama_server_completion(facts: FactValues, settings: HostSettings) -> Outcome:
-    record, end = _record(facts[LlamaService])
-    if end is not None or record is None:
-        return end or skipped(NO_SERVICE)
-    api = facts[ServerApi]
-    if not api.available:
-        raise FactUnavailable("ServerApi", api.reason)
+    record = _record(facts[LlamaService])
+    api = _api(facts)
     if api.health_status != 200:
         return skipped("the server does not answer /health (SRV002)")
     if api.key.startswith("unreadable"):
@@ -148,13 +175,10 @@ def llama_server_completion(facts: FactValues, settings: HostSettings) -> Outcom
     source=SOURCE + "; security defaults: bind 127.0.0.1, key from a 0600 file",
     facts=(LlamaService, LlamaServerProcesses),
 )
+@_stops
 def llama_server_exposure(facts: FactValues, settings: HostSettings) -> Outcome:
-    record, end = _record(facts[LlamaService])
-    if end is not None or record is None:
-        return end or skipped(NO_SERVICE)
-    process, end = _main_process(facts)
-    if end is not None or process is None:
-        return end or skipped("no process")
+    _record(facts[LlamaService])
+    process = _process(facts)
     # llama-server listens on 127.0.0.1 unless told otherwise.
     address = process.option("--host") or "127.0.0.1"
     keyed = process.option("--api-key-file") is not None or process.option("--api-key") is not None
@@ -183,13 +207,10 @@ def llama_server_exposure(facts: FactValues, settings: HostSettings) -> Outcome:
     source=SOURCE + "; the planner's command line",
     facts=(LlamaService, LlamaServerProcesses),
 )
+@_stops
 def llama_server_flags(facts: FactValues, settings: HostSettings) -> Outcome:
-    record, end = _record(facts[LlamaService])
-    if end is not None or record is None:
-        return end or skipped(NO_SERVICE)
-    process, end = _main_process(facts)
-    if end is not None or process is None:
-        return end or skipped("no process")
+    record = _record(facts[LlamaService])
+    process = _process(facts)
     planned, running = list(record.argv[1:]), list(process.argv[1:])
     expected = " ".join(planned)
     if planned == running:
@@ -212,15 +233,12 @@ def llama_server_flags(facts: FactValues, settings: HostSettings) -> Outcome:
     source=SOURCE + "; nvidia_uvm boot race: CUDA lost, the server silently runs on the CPU",
     facts=(LlamaService, LlamaServerProcesses, GpuProcesses),
 )
+@_stops
 def llama_server_on_gpu(facts: FactValues, settings: HostSettings) -> Outcome:
-    record, end = _record(facts[LlamaService])
-    if end is not None or record is None:
-        return end or skipped(NO_SERVICE)
+    record = _record(facts[LlamaService])
     if not record.uses_gpu:
         return skipped(f"the plan runs on the CPU (placement {record.placement or 'cpu'})")
-    process, end = _main_process(facts)
-    if end is not None or process is None:
-        return end or skipped("no process")
+    process = _process(facts)
     gpu = facts[GpuProcesses]
     if not gpu.available:
         raise FactUnavailable("GpuProcesses", gpu.reason)
@@ -246,13 +264,10 @@ def llama_server_on_gpu(facts: FactValues, settings: HostSettings) -> Outcome:
     source=SOURCE + "; seed 004 (pin inference to P-cores)",
     facts=(LlamaService, LlamaServerProcesses, CpuTopology),
 )
+@_stops
 def llama_server_affinity(facts: FactValues, settings: HostSettings) -> Outcome:
-    record, end = _record(facts[LlamaService])
-    if end is not None or record is None:
-        return end or skipped(NO_SERVICE)
-    process, end = _main_process(facts)
-    if end is not None or process is None:
-        return end or skipped("no process")
+    record = _record(facts[LlamaService])
+    process = _process(facts)
     pcores = set(facts[CpuTopology].pcores)
     allowed = set(process.cpus_allowed)
     planned = set(record.cpu_affinity) or pcores
@@ -272,15 +287,12 @@ def llama_server_affinity(facts: FactValues, settings: HostSettings) -> Outcome:
     source=SOURCE + "; LimitMEMLOCK=infinity with --load-mode mlock",
     facts=(LlamaService, LlamaServerProcesses),
 )
+@_stops
 def llama_server_memlock(facts: FactValues, settings: HostSettings) -> Outcome:
-    record, end = _record(facts[LlamaService])
-    if end is not None or record is None:
-        return end or skipped(NO_SERVICE)
+    record = _record(facts[LlamaService])
     if "mlock" not in record.load_mode:
         return skipped(f"the plan does not lock the model (load mode {record.load_mode or '?'})")
-    process, end = _main_process(facts)
-    if end is not None or process is None:
-        return end or skipped("no process")
+    process = _process(facts)
     if process.memlock_soft == -1:
         return warned(
             f"cannot read /proc/{process.pid}/limits (not root)",
