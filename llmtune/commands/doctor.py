@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import click
@@ -14,7 +15,8 @@ from llmtune.checks import all_checks
 from llmtune.checks.registry import Level
 from llmtune.doctor.capture import CaptureError
 from llmtune.doctor.collect import ProbeRecord
-from llmtune.doctor.inventory_run import doctor_inventory, fleet_exit_code
+from llmtune.doctor.inventory_run import doctor_fleet, fleet_exit_code
+from llmtune.doctor.render.fleet import render_fleet
 from llmtune.doctor.render.machine import render_json, render_junit, render_prometheus
 from llmtune.doctor.render.text import render_text
 from llmtune.doctor.run import EXIT_USAGE, SelectionError
@@ -47,8 +49,9 @@ def _doctor_inventory(
     output: Path | None,
     verbose: bool,
 ) -> None:
+    start = time.monotonic()
     try:
-        reports = doctor_inventory(
+        by_name = doctor_fleet(
             inventory,
             limit=limit,
             level=Level(level or Level.QUICK.value),
@@ -59,14 +62,14 @@ def _doctor_inventory(
     except SelectionError as exc:
         click.echo(f"llmtune doctor: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    reports = list(by_name.values())
     if fmt == "json":
         documents = [json.loads(render_json(r)) for r in reports]
         text = json.dumps({"schema": FLEET_SCHEMA, "hosts": documents}, indent=2) + "\n"
     elif fmt == "text":
-        text = "\n".join(
-            render_text(r, verbose) if r.findings else f"{r.host.hostname}: {r.origin}\n"
-            for r in reports
-        )
+        took = time.monotonic() - start
+        style = click.style if output is None and sys.stdout.isatty() else None
+        text = render_fleet(by_name, fail_on=fail_on, verbose=verbose, duration_s=took, style=style)
     else:
         raise click.UsageError(f"--format {fmt} is not available with --inventory yet")
     if output:

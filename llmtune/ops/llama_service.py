@@ -14,6 +14,7 @@ and the journal's tail.
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from dataclasses import dataclass
@@ -243,11 +244,25 @@ def install_service(settings: HostSettings, binary: str) -> None:
     _, journal = host.run_shell_command(f"journalctl -u {q(name)} -n 25 --no-pager -o cat")
     tail = "\n".join(journal.stdout_lines[-25:])
     restore(unit_path, old_unit is not None, old_record is not None, name)
+    if old_unit is not None:
+        # Nothing lost: the previous configuration is back, and proven to serve again.
+        again = serves(wait_until_serving(True), _keyed(old_record))
+        now = "the previous unit is back and serves"
+        if again:
+            now = f"the previous unit is back but does not serve either ({again})"
+    else:
+        now = "the service is stopped (there was no previous unit)"
     raise OperationError(
-        f"{name} with the new configuration does not serve ({problem}); "
-        f"{'the previous unit is back' if old_unit is not None else 'the service is stopped'}."
-        f"\njournal:\n{tail}"
+        f"{name} with the new configuration does not serve ({problem}); {now}.\njournal:\n{tail}"
     )
+
+
+def _keyed(record_text: str | None) -> bool:
+    """Whether a service record (JSON text) has an API key file."""
+    try:
+        return bool(ServiceRecord.from_mapping(json.loads(record_text or "{}")).api_key_file)
+    except (ValueError, TypeError, AttributeError):
+        return False
 
 
 def restore(unit_path: str, had_unit: bool, had_record: bool, name: str) -> None:
