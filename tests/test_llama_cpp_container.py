@@ -233,6 +233,10 @@ def test_service_serves_restarts_and_refuses_unknown_flags(tmp_path, fleet, tarb
     proc, out = apply(
         tmp_path, fleet, tarball, deploy="llama_server", **settings, server_extra_args=lora
     )
-    assert proc.returncode != 0 and "does not serve" in out and "previous unit is back and serves" in out
+    assert (
+        proc.returncode != 0
+        and "does not serve" in out
+        and "previous unit is back and serves" in out
+    )
     assert host.read(UNIT) == before and chat(fleet, 8091, key)[0] == 200
     print("EVIDENCE failed config rolled back:", out[out.index("does not serve") :][:200])

@@ -24,7 +24,13 @@ from llmtune.checks.registry import Check, Level
 from llmtune.doctor.remote import collect_pyinfra
 from llmtune.doctor.render.fleet import UNREACHABLE
 from llmtune.doctor.report import Report
-from llmtune.doctor.run import evaluate_all, exit_code, facts_needed, select_checks
+from llmtune.doctor.run import (
+    SelectionError,
+    evaluate_all,
+    exit_code,
+    facts_needed,
+    select_checks,
+)
 from llmtune.facts.host import HostInfo, HostInfoValue
 from llmtune.findings import Status
 from llmtune.inventory import settings_of
@@ -34,21 +40,27 @@ from llmtune.inventory import settings_of
 MAX_PARALLEL = 64
 
 
-def _in_limit(host: Host, limit: Sequence[str]) -> bool:
-    if not limit:
-        return True
-    names = {host.name, *(getattr(g, "name", g) for g in host.groups)}
-    return bool(names & set(limit))
+def _names(host: Host) -> set[str]:
+    return {host.name, *(getattr(g, "name", g) for g in host.groups)}
 
 
 def load_inventory(inventory: Path, limit: Sequence[str] = ()) -> list[Host]:
-    """The inventory's hosts (in ``limit``: host or group names), in inventory order."""
+    """The inventory's hosts (in ``limit``: host or group names, repeated or comma-separated),
+    in inventory order. A limit name that matches no host is a SelectionError: a typo must not
+    silently leave a host out."""
     # pyinfra's inventory loader runs the inventory file within a State, as its CLI does.
     state = State(check_for_changes=False)
     with ctx_state.use(state):
         pyinfra_inventory = make_inventory(str(inventory))
         state.init(pyinfra_inventory, Config())
-    return [host for host in pyinfra_inventory if _in_limit(host, limit)]
+    hosts = list(pyinfra_inventory)
+    wanted = {name.strip() for value in limit for name in value.split(",") if name.strip()}
+    if not wanted:
+        return hosts
+    unknown = sorted(wanted - set().union(*(_names(h) for h in hosts)))
+    if unknown:
+        raise SelectionError(f"--limit {', '.join(unknown)}: no such host or group in {inventory}")
+    return [host for host in hosts if _names(host) & wanted]
 
 
 def doctor_host(host: Host, checks: Sequence[Check], level: Level, fail_on: Status) -> Report:
