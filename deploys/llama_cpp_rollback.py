@@ -1,4 +1,5 @@
-"""Roll llama.cpp back: ``current`` to the newest other complete build (kept by llama_cpp.py)."""
+"""Roll llama.cpp back: ``current`` to the newest other complete build (kept by llama_cpp.py),
+then restart llama-server if it runs, so that it serves from the build rolled back to (BLD003)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ def llama_cpp_rollback() -> None:
         create_remote_dir=True,
     )
     server.shell(name="Switch llama.cpp back to the previous build", commands=[f"bash {script}"])
+    # try-restart: only a running service restarts; no systemd or no service is no error.
+    server.shell(
+        name="Restart llama-server on the build rolled back to",
+        commands=[
+            "if command -v systemctl >/dev/null && systemctl is-active --quiet llama-server; "
+            "then systemctl try-restart llama-server; fi"
+        ],
+    )
 
 
 run_if_deploy_file(__file__, llama_cpp_rollback)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from llmtune import __version__
+from llmtune.commands.bench import bench, verify
 from llmtune.commands.doctor import doctor
 from llmtune.commands.plan import plan
+from llmtune.commands.rollout import rollout
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,3 +19,6 @@ def main() -> None:
 
 main.add_command(doctor)
 main.add_command(plan)
+main.add_command(bench)
+main.add_command(verify)
+main.add_command(rollout)

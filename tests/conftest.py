@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parent.parent
+SOURCE_CACHE = Path(os.environ.get("LLMTUNE_TEST_CACHE", "/var/tmp/llmtune-test")) / "llama-source"
 HOSTS = FIXTURES / "hosts"
 
 
@@ -44,3 +48,16 @@ def tree(tmp_path: Path):
         return str(make_tree(tmp_path / "root", files))
 
     return build
+
+
+@pytest.fixture(scope="session")
+def tarball() -> Path:
+    """The offline llama.cpp source (PyPI's llama-cpp-python sdist), made once and cached."""
+    found = sorted(SOURCE_CACHE.glob("llama.cpp-*.tar.gz"))
+    if not found:
+        subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "llama_cpp_source.py"), str(SOURCE_CACHE)],
+            check=True,
+        )
+        found = sorted(SOURCE_CACHE.glob("llama.cpp-*.tar.gz"))
+    return found[0]

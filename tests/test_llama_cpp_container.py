@@ -5,7 +5,6 @@ current and working, a second build and a rollback."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,21 +18,7 @@ from llmtune.ops.llama_build import DEFAULT_PREFIX
 
 pytestmark = pytest.mark.container
 REPO = Path(__file__).resolve().parent.parent
-SOURCE_CACHE = Path(os.environ.get("LLMTUNE_TEST_CACHE", "/var/tmp/llmtune-test")) / "llama-source"
 fleet = fleet_fixture(1, names=["builder"])
-
-
-@pytest.fixture(scope="module")
-def tarball() -> Path:
-    """The offline llama.cpp source (PyPI's llama-cpp-python sdist), made once and cached."""
-    found = sorted(SOURCE_CACHE.glob("llama.cpp-*.tar.gz"))
-    if not found:
-        subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "llama_cpp_source.py"), str(SOURCE_CACHE)],
-            check=True,
-        )
-        found = sorted(SOURCE_CACHE.glob("llama.cpp-*.tar.gz"))
-    return found[0]
 
 
 def apply(tmp_path: Path, fleet, tarball: Path, deploy: str = "llama_cpp", **settings):
