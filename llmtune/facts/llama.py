@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,14 +211,21 @@ class LlamaServerHelp(LlmtuneFact[LlamaServerHelpValue]):
         return c_locale(tool(binary, f"{shlex.quote(binary)} --help"))
 
     def process(self, output: list[str]) -> LlamaServerHelpValue:
-        if not output:
-            return LlamaServerHelpValue(reason="no output")
-        run = parse_tool(output)
-        if run.missing:
-            return LlamaServerHelpValue(reason=run.brief())
-        options = parse_help(run.lines) if run.ok else ()
-        reason = "" if options else (run.brief() if not run.ok else "--help listed no options")
-        return LlamaServerHelpValue(installed=True, rc=run.rc, reason=reason, options=options)
+        return help_value(output, parse_help)
+
+
+def help_value(
+    output: list[str], parse: Callable[[Sequence[str]], tuple[LlamaOption, ...]]
+) -> LlamaServerHelpValue:
+    """A llama.cpp tool's ``--help`` (run through ``tool()``) parsed with ``parse``."""
+    if not output:
+        return LlamaServerHelpValue(reason="no output")
+    run = parse_tool(output)
+    if run.missing:
+        return LlamaServerHelpValue(reason=run.brief())
+    options = parse(run.lines) if run.ok else ()
+    reason = "" if options else (run.brief() if not run.ok else "--help listed no options")
+    return LlamaServerHelpValue(installed=True, rc=run.rc, reason=reason, options=options)
 
 
 # "version: 0.5.0-dev (build 1, commit 0c1e570)" (0.4+); before: "version: 4200 (3c7fbcb)".

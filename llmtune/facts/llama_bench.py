@@ -23,8 +23,9 @@ from llmtune.facts.llama import (
     LlamaOption,
     LlamaServerHelpValue,
     _choices,
+    help_value,
 )
-from llmtune.facts.probe import LlmtuneFact, c_locale, parse_tool, tool
+from llmtune.facts.probe import LlmtuneFact, c_locale, tool
 
 BENCH_BINARY = f"{ROOT_DIR}/current/bin/llama-bench"
 
@@ -98,11 +99,4 @@ class LlamaBenchHelp(LlmtuneFact[LlamaServerHelpValue]):
         return c_locale(tool(binary, f"{shlex.quote(binary)} --help"))
 
     def process(self, output: list[str]) -> LlamaServerHelpValue:
-        if not output:
-            return LlamaServerHelpValue(reason="no output")
-        run = parse_tool(output)
-        if run.missing:
-            return LlamaServerHelpValue(reason=run.brief())
-        options = parse_bench_help(run.lines) if run.ok else ()
-        reason = "" if options else (run.brief() if not run.ok else "--help listed no options")
-        return LlamaServerHelpValue(installed=True, rc=run.rc, reason=reason, options=options)
+        return help_value(output, parse_bench_help)
