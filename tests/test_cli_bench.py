@@ -39,3 +39,23 @@ def test_compare_two_runs_and_plot(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "tg128" in proc.stdout and "llama.cpp unchanged" in proc.stdout
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10_000
+
+
+def test_the_h100_runs_read_back_and_compare() -> None:
+    """The runs `llmtune bench` collected on the H100 (tests/fixtures/recorded/bench-h100)."""
+    from llmtune.bench.compare import compare
+    from llmtune.bench.results import parse_store
+
+    def load(name: str) -> BenchRun:
+        path = FIXTURES / "recorded" / "bench-h100" / f"bench-{name}.jsonl"
+        runs, errors = parse_store(path.read_text().splitlines())
+        assert not errors and len(runs) == 1 and runs[0].baseline
+        return runs[0]
+
+    plenty, budget = load("plenty"), load("budget")
+    assert plenty.tests == ("pp512", "tg128", "pp512@d16384", "tg128@d16384")
+    assert plenty.snapshot.driver == "580.159.04"
+    tg = plenty.result("tg128")
+    assert tg is not None and 270 < tg.median_ts < 290  # the anchors' llama.cpp defaults: 274.7
+    verdict = compare(plenty, budget)
+    assert not verdict.ok and "tg128 -84%" in verdict.summary()
