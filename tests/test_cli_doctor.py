@@ -106,14 +106,19 @@ def test_junit_is_valid_xml_with_one_case_per_check(local_json: dict) -> None:
     assert len(suite.findall("testcase/skipped")) == local_json["summary"]["skip"]
 
 
-def test_prometheus_output_parses(tmp_path: Path, local_json: dict) -> None:
+def test_prometheus_output_parses(tmp_path: Path) -> None:
+    # One reading of this machine, rendered twice: checks that sample the moment (CPU use) would
+    # differ between two live runs on a busy machine.
+    capture = tmp_path / "capture.tar.gz"
+    doctor("--format", "json", "--capture", str(capture))
     out = tmp_path / "llmtune.prom"
-    proc = doctor("--format", "prometheus", "--output", str(out))
+    proc = doctor("--replay", str(capture), "--format", "prometheus", "--output", str(out))
     assert proc.stdout == ""
+    findings = json.loads(doctor("--replay", str(capture), "--format", "json").stdout)["findings"]
     families = {f.name: f for f in text_string_to_metric_families(out.read_text())}
     status = families["llmtune_doctor_check_status"]
     current = {s.labels["id"]: s.labels["status"] for s in status.samples if s.value == 1}
-    assert current == {f["id"]: f["status"] for f in local_json["findings"]}
+    assert current == {f["id"]: f["status"] for f in findings}
     assert "llmtune_doctor_duration_seconds" in families
 
 
