@@ -205,13 +205,20 @@ def parse_help(lines: Sequence[str]) -> tuple[LlamaOption, ...]:
 
 
 class LlamaServerHelp(LlmtuneFact[LlamaServerHelpValue]):
-    """The options the installed ``llama-server`` accepts, from its own ``--help``."""
+    """The options the installed ``llama-server`` accepts, from its own ``--help``.
 
-    def command(self, binary: str = SERVER_BINARY) -> str:
-        return c_locale(tool(binary, f"{shlex.quote(binary)} --help"))
+    Other llama.cpp tools subclass it with their binary and their help's line parser.
+    """
+
+    binary = SERVER_BINARY
+    parse = staticmethod(parse_help)
+
+    def command(self, binary: str | None = None) -> str:
+        path = binary or self.binary
+        return c_locale(tool(path, f"{shlex.quote(path)} --help"))
 
     def process(self, output: list[str]) -> LlamaServerHelpValue:
-        return help_value(output, parse_help)
+        return help_value(output, self.parse)
 
 
 def help_value(

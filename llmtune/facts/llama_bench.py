@@ -15,17 +15,14 @@ So it gets its own parser, producing the same ``LlamaServerHelpValue`` (``has``,
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 
 from llmtune.facts.llama import (
     ROOT_DIR,
     LlamaOption,
-    LlamaServerHelpValue,
+    LlamaServerHelp,
     _choices,
-    help_value,
 )
-from llmtune.facts.probe import LlmtuneFact, c_locale, tool
 
 BENCH_BINARY = f"{ROOT_DIR}/current/bin/llama-bench"
 
@@ -92,11 +89,8 @@ def parse_bench_help(lines: Sequence[str]) -> tuple[LlamaOption, ...]:
     return tuple(options)
 
 
-class LlamaBenchHelp(LlmtuneFact[LlamaServerHelpValue]):
+class LlamaBenchHelp(LlamaServerHelp):
     """The options the installed ``llama-bench`` accepts, from its own ``--help``."""
 
-    def command(self, binary: str = BENCH_BINARY) -> str:
-        return c_locale(tool(binary, f"{shlex.quote(binary)} --help"))
-
-    def process(self, output: list[str]) -> LlamaServerHelpValue:
-        return help_value(output, parse_bench_help)
+    binary = BENCH_BINARY
+    parse = staticmethod(parse_bench_help)
