@@ -148,6 +148,11 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _on_off_auto(value: Any) -> str | None:
+    # YAML 1.1 reads a bare on/off as true/false: take them as meant.
+    return None if isinstance(value, bool) or value in ("auto", "on", "off") else "auto, on or off"
+
+
 def _profile_name(value: Any) -> str | None:
     ok = isinstance(value, str) and value and all(c.isalnum() or c in "-_." for c in value)
     return None if ok else "a tuned profile name (letters, digits, '-', '_', '.')"
@@ -229,6 +234,11 @@ class HostSettings:
     kv_cache_type: str = "auto"
     # CPU threads for generation; default: the P-cores' physical cores.
     threads: int | None = None
+    # Physical batch (-ub) in tokens; default: the planner's (llama.cpp's 512). `llmtune tune`
+    # writes the measured best here.
+    ubatch_size: int | None = None
+    # Flash attention: "auto" (the planner's: on), "on" or "off" (off needs an f16 KV cache).
+    flash_attn: str = "auto"
     # Extra llama-server arguments, checked against the installed binary's --help.
     server_extra_args: list[str] = field(default_factory=list)
 
@@ -291,6 +301,8 @@ _VALIDATORS: dict[str, Validator] = {
     "fit_target_mib": _optional_mib,
     "kv_cache_type": _one_of("auto", "f16", "q8_0", "q4_0"),
     "threads": _optional_positive_int,
+    "ubatch_size": _optional_positive_int,
+    "flash_attn": _on_off_auto,
     "server_extra_args": _args,
     "ram_rated_mts": _optional_positive_int,
     "memory_channels": _optional_positive_int,
@@ -321,7 +333,10 @@ def validate_mapping(data: Mapping[str, Any], source: str) -> None:
 
 def settings_from_mapping(data: Mapping[str, Any], source: str) -> HostSettings:
     validate_mapping(data, source)
-    settings = HostSettings(**dict(data))
+    values = dict(data)
+    if isinstance(values.get("flash_attn"), bool):
+        values["flash_attn"] = "on" if values["flash_attn"] else "off"
+    settings = HostSettings(**values)
     if settings.gpu_temp_warn_c > settings.gpu_temp_fail_c:
         raise SettingsError(source, "gpu_temp_warn_c", "must not be above gpu_temp_fail_c")
     if settings.server_api_key == "none" and not is_loopback(settings.server_bind):
@@ -330,6 +345,13 @@ def settings_from_mapping(data: Mapping[str, Any], source: str) -> HostSettings:
             "server_api_key",
             f"'none' with server_bind {settings.server_bind!r} would serve the model to the "
             "network without a key: use server_api_key: file, or bind 127.0.0.1",
+        )
+    if settings.flash_attn == "off" and settings.kv_cache_type in ("q8_0", "q4_0"):
+        raise SettingsError(
+            source,
+            "flash_attn",
+            f"'off' with kv_cache_type {settings.kv_cache_type}: llama.cpp needs flash attention "
+            "for a quantized V cache; use flash_attn: on, or kv_cache_type: f16",
         )
     if settings.workload == "vision" and not settings.mmproj_path:
         raise SettingsError(source, "mmproj_path", "workload: vision needs the mmproj GGUF's path")

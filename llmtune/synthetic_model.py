@@ -40,7 +40,7 @@ tensor is a slice of it (every layer holds the same values), so writing costs wh
 
 Usage::
 
-    python -m llmtune.synthetic_model OUT.gguf --shape tiny [--seed N]
+    python -m llmtune.synthetic_model OUT.gguf --shape tiny [--seed N] [--type q8_0]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import string
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 from pathlib import Path
 
@@ -63,8 +63,16 @@ MT = gguf.MODEL_TENSOR
 QT = gguf.GGMLQuantizationType
 
 # The file types the shapes are written in, and the general.file_type each one declares.
-_FILE_TYPES = {QT.F32: gguf.LlamaFileType.ALL_F32, QT.F16: gguf.LlamaFileType.MOSTLY_F16}
+_FILE_TYPES = {
+    QT.F32: gguf.LlamaFileType.ALL_F32,
+    QT.F16: gguf.LlamaFileType.MOSTLY_F16,
+    QT.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
+}
 _NUMPY = {QT.F32: np.float32, QT.F16: np.float16}
+# --type: the weight types a shape can be written in. Q8_0 (blocks of 32 values, 8.5 bits each)
+# is there for the big shapes: the qwen3moe shape is 61 GB at F16 but 32 GB at Q8_0, so the
+# file and llama-quantize's output fit a 64 GB disk together (quantize with --allow-requantize).
+TYPES = {"f32": QT.F32, "f16": QT.F16, "q8_0": QT.Q8_0}
 # Standard deviation of the random weights: small enough that activations stay finite through
 # the layers (the scale of trained weights, ~1/sqrt(n_embd) for the small shapes).
 _WEIGHT_STD = 0.02
@@ -318,11 +326,30 @@ def _metadata(writer: gguf.GGUFWriter, shape: Shape) -> None:
 
 
 def _random_pool(n: int, dtype: QT, rng: np.random.Generator) -> np.ndarray:
-    pool = np.empty(n, dtype=_NUMPY[dtype])
+    """``n`` random values of ``dtype``: an array of that type, or for a quantized type the
+    bytes of its blocks (``_CHUNK`` is a whole number of blocks, so chunks quantize alone)."""
+    if dtype in _NUMPY:
+        pool = np.empty(n, dtype=_NUMPY[dtype])
+        for start in range(0, n, _CHUNK):
+            stop = min(n, start + _CHUNK)
+            pool[start:stop] = rng.standard_normal(stop - start, dtype=np.float32) * _WEIGHT_STD
+        return pool
+    block, size = gguf.GGML_QUANT_SIZES[dtype]
+    out = np.empty(n // block * size, dtype=np.uint8)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
-        pool[start:stop] = rng.standard_normal(stop - start, dtype=np.float32) * _WEIGHT_STD
-    return pool
+        values = rng.standard_normal(stop - start, dtype=np.float32) * _WEIGHT_STD
+        out[start // block * size : stop // block * size] = gguf.quants.quantize(values, dtype)
+    return out
+
+
+def _tensor_data(t: TensorSpec, pools: dict[QT, np.ndarray]) -> np.ndarray:
+    if t.is_norm:  # RMS-norm weights of 1: the activations keep their scale
+        return np.ones(t.numpy_shape, dtype=_NUMPY[t.dtype])
+    if t.dtype in _NUMPY:
+        return pools[t.dtype][: t.n_elements].reshape(t.numpy_shape)
+    # A quantized tensor is written as its bytes, one row of blocks per row.
+    return pools[t.dtype][: t.n_bytes].reshape(*t.numpy_shape[:-1], t.n_bytes // prod(t.ne[1:]))
 
 
 def _layer(t: TensorSpec) -> int | None:
@@ -347,7 +374,8 @@ def write_model(
     writer = gguf.GGUFWriter(path, shape.arch)
     _metadata(writer, shape)
     for t in specs:
-        writer.add_tensor_info(t.name, t.numpy_shape, np.dtype(_NUMPY[t.dtype]), t.n_bytes)
+        # Element shape with the GGML type: the writer keeps it as is for any type.
+        writer.add_tensor_info(t.name, t.numpy_shape, np.dtype(np.float32), t.n_bytes, t.dtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -372,11 +400,7 @@ def write_model(
     started = time.monotonic()
     layers = [_layer(t) for t in specs]
     for i, t in enumerate(specs):
-        if t.is_norm:  # RMS-norm weights of 1: the activations keep their scale
-            data = np.ones(t.numpy_shape, dtype=_NUMPY[t.dtype])
-        else:
-            data = pools[t.dtype][: t.n_elements].reshape(t.numpy_shape)
-        writer.write_tensor_data(data)
+        writer.write_tensor_data(_tensor_data(t, pools))
         done += t.n_bytes
         following = layers[i + 1] if i + 1 < len(layers) else None
         if progress and layers[i] is not None and layers[i] != following:  # a layer is done
@@ -398,12 +422,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument(
+        "--type",
+        choices=sorted(TYPES),
+        help="weight type of the 2-D tensors (default: the shape's own, see the table)",
+    )
+    parser.add_argument(
         "--sparse",
         action="store_true",
         help="header only: the tensor data is a hole (zeros, no disk), for metadata tests",
     )
     args = parser.parse_args(argv)
     shape = SHAPES[args.shape]
+    if args.type:
+        shape = replace(shape, dtype=TYPES[args.type])
     size = tensor_bytes(shape)
     params = parameter_count(shape)
     print(

@@ -218,3 +218,29 @@ def test_progress_is_reported_per_layer(tmp_path: Path) -> None:
     lines: list[str] = []
     sm.write_model(tmp_path / "p.gguf", sm.SHAPES["tiny-moe"], progress=lines.append)
     assert [line.split(":")[0] for line in lines] == ["layer 1/2 written", "layer 2/2 written"]
+
+
+def test_q8_0_type_writes_blocks_that_dequantize_to_the_random_weights(tmp_path: Path) -> None:
+    # --type q8_0 is how the 61 GB qwen3moe shape is written in 32 GB for llama-quantize.
+    out = tmp_path / "q8.gguf"
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmtune.synthetic_model", str(out), "--shape", "tiny-moe",
+         "--type", "q8_0"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    reader = gguf.GGUFReader(out)
+    assert reader.fields["general.file_type"].contents() == gguf.LlamaFileType.MOSTLY_Q8_0
+    shape = sm.SHAPES["tiny-moe"]
+    by_name = {t.name: t for t in reader.tensors}
+    for spec in sm.tensor_specs(shape):
+        tensor = by_name[spec.name]
+        expected = QT.F32 if spec.is_norm or "ffn_gate_inp" in spec.name else QT.Q8_0
+        assert tensor.tensor_type == expected, spec.name
+        assert tuple(int(n) for n in tensor.shape) == spec.ne
+        assert tensor.n_bytes == spec.n_elements * (34 if expected == QT.Q8_0 else 128) // 32
+    experts = by_name["blk.1.ffn_down_exps.weight"]
+    values = gguf.quants.dequantize(experts.data, experts.tensor_type)
+    assert values.shape == (8, 64, 64)  # (experts, n_embd, n_ff_exp) in numpy order
+    assert abs(float(values.std()) - 0.02) < 0.002
+    assert abs(float(values.mean())) < 0.002

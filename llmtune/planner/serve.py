@@ -14,8 +14,9 @@ The rules, and where they come from:
   f16 always for MTP drafting.
 - Threads: the P-cores' physical cores (every physical core on a non-hybrid CPU); measured under
   a VRAM budget: 16 threads 22.2 t/s vs 8 threads 13.2.
-- Settings that are set (kv_cache_type, threads, fit_target_mib, context_size) win, and their
-  reason says "set in settings".
+- Settings that are set (kv_cache_type, threads, ubatch_size, flash_attn, fit_target_mib,
+  context_size; ``llmtune tune`` writes measured ones) win, and their reason says "set in
+  settings".
 
 VRAM arithmetic (MiB, per the numbers nvidia-smi gives):
     usable = sum over GPUs of (free - fit target margin)
@@ -307,18 +308,37 @@ def _fit_target(
 
 
 def _ubatch(settings: HostSettings) -> tuple[int, Decision]:
+    if settings.ubatch_size is not None:
+        ubatch = settings.ubatch_size
+        if settings.workload == "vision" and ubatch < VISION_MIN_UBATCH:
+            raise PlanError(
+                "ubatch_size",
+                f"{ubatch} with workload vision: an image must fit one physical batch; use at "
+                f"least {VISION_MIN_UBATCH}",
+            )
+        return ubatch, Decision("ubatch", ubatch, "set in settings", "ubatch_size", True)
     if settings.workload == "vision":
         ubatch = max(DEFAULT_UBATCH, VISION_MIN_UBATCH)
         reason = (
             f"{ubatch}: an image is several hundred tokens and must fit one physical batch "
             "(llama.cpp asserts otherwise)"
         )
-        return ubatch, Decision("ubatch", ubatch, reason)
+        return ubatch, Decision("ubatch", ubatch, reason, "ubatch_size")
     reason = (
         f"{DEFAULT_UBATCH}: llama.cpp's default; a larger batch costs compute-buffer memory "
         "(on a GPU, VRAM that layers would otherwise use)"
     )
-    return DEFAULT_UBATCH, Decision("ubatch", DEFAULT_UBATCH, reason)
+    return DEFAULT_UBATCH, Decision("ubatch", DEFAULT_UBATCH, reason, "ubatch_size")
+
+
+def _flash_attn(settings: HostSettings) -> Decision:
+    if settings.flash_attn != "auto":
+        return Decision("flash_attn", settings.flash_attn, "set in settings", "flash_attn", True)
+    reason = (
+        "on: measured on H100 at depth 16384: 211.7 t/s with FA vs 172.3 without; a quantized "
+        "V cache requires it"
+    )
+    return Decision("flash_attn", "on", reason, "flash_attn")
 
 
 def _budget(
@@ -551,13 +571,9 @@ def plan_server(
             note = "; the margin of the VRAM arithmetic (--fit is off)"
             fit_target = replace(fit_target, reason=fit_target.reason + note)
         decisions.append(fit_target)
-    flash_reason = (
-        "on: measured on H100 at depth 16384: 211.7 t/s with FA vs 172.3 without; a quantized "
-        "V cache requires it"
-    )
     decisions += [
         kv,
-        Decision("flash_attn", "on", flash_reason),
+        _flash_attn(settings),
         ubatch_decision,
         _threads(settings, host),
     ]

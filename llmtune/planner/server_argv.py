@@ -138,7 +138,8 @@ def _flash_attn(decision: Decision, plan: ServePlan, help: LlamaServerHelpValue)
     flag = _flag(help, decision, "-fa", "--flash-attn")
     option = help.option(flag)
     if option is not None and not option.takes_value:
-        return [flag]  # older releases: a switch that means "on"
+        # Older releases: a switch that means "on"; off is its absence.
+        return [flag] if decision.value == "on" else []
     return _with_value(help, decision, (flag,), str(decision.value))
 
 
