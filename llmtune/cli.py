@@ -9,6 +9,7 @@ from llmtune.commands.bench import bench, verify
 from llmtune.commands.doctor import doctor
 from llmtune.commands.plan import plan
 from llmtune.commands.rollout import rollout
+from llmtune.commands.tune import tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,3 +23,4 @@ main.add_command(plan)
 main.add_command(bench)
 main.add_command(verify)
 main.add_command(rollout)
+main.add_command(tune)

@@ -1,0 +1,304 @@
+"""Run a tune on a host: read it, plan, measure configurations as the search asks, restart the
+service. All the host I/O of tune is here (through a ``Target``: this machine or a pyinfra
+host); what to measure and what wins are the pure modules' (``space``, ``search``, ``argv``).
+
+The service is stopped for the measurements (it holds VRAM, which --fit would see as taken,
+and it would share the GPU and the cores) and started again afterwards, whatever happened.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from llmtune.bench.argv import serving_depth
+from llmtune.bench.results import BenchOutputError, parse_jsonl
+from llmtune.bench.target import Target
+from llmtune.facts.cpu import CpuTopology
+from llmtune.facts.gpu import NvidiaGpus
+from llmtune.facts.llama import SERVER_BINARY, LlamaServerHelp
+from llmtune.facts.llama_bench import LlamaBenchHelp
+from llmtune.facts.llama_service import LlamaService
+from llmtune.facts.meminfo import MemInfo
+from llmtune.facts.model import GgufModel
+from llmtune.planner.serve import PlanError, ServePlan, host_resources, plan_server
+from llmtune.planner.unit import DEFAULT_API_KEY_FILE
+from llmtune.settings import HostSettings
+from llmtune.tune import search
+from llmtune.tune.argv import (
+    BENCH_NAME,
+    FIT_PARAMS_NAME,
+    GEN_TOKENS,
+    PROMPT_TOKENS,
+    Placement,
+    TuneArgvError,
+    bench_argv,
+    fit_params_argv,
+    group_configs,
+    parse_fit_output,
+    placement_args,
+    sibling,
+)
+from llmtune.tune.config import Config, from_plan, llama_defaults, seed_recipe
+from llmtune.tune.space import SearchSpace, search_space
+from llmtune.tune.trial import Trial, assign_results
+
+# One llama-bench run: a model load, the depth's prompt and a few configurations. A CPU-bound
+# configuration at depth 16384 takes minutes.
+RUN_TIMEOUT_S = 3600.0
+FIT_TIMEOUT_S = 300.0
+DEFAULT_REPETITIONS = 2
+
+
+class TuneError(RuntimeError):
+    """Tune cannot run on this host; the message says why and what to do."""
+
+
+@dataclass
+class TuneResult:
+    host: str
+    plan: ServePlan
+    space: SearchSpace
+    ctx: int
+    depth: int
+    trials: list[Trial] = field(default_factory=list)
+    wall_s: float = 0.0
+    # Of wall_s, the time the reference configurations took (tune alone would not spend it).
+    refs_s: float = 0.0
+    exhaustive: bool = False
+    # Configurations an earlier, interrupted run of the same tune measured (--resume).
+    resumed: int = 0
+
+    @property
+    def measured(self) -> dict[Config, search.Score | None]:
+        return {t.config: t.score for t in self.trials if not t.label.startswith("ref:")}
+
+    @property
+    def winner(self) -> Config | None:
+        return search.winner(self.measured)
+
+    def trial(self, config: Config | None) -> Trial | None:
+        """The search's measurement of ``config`` (not a reference's)."""
+        found = [t for t in self.trials if t.config == config and t.score]
+        return next((t for t in found if not t.label.startswith("ref:")), None)
+
+
+def _plan(target: Target, settings: HostSettings, server: str) -> tuple[ServePlan, object, object]:
+    if not settings.model_path:
+        raise TuneError("no model_path in the settings: tune measures the service's model")
+    model = target.fact(GgufModel, path=settings.model_path)
+    if not model.available:
+        raise TuneError(f"model_path {settings.model_path}: {model.reason}")
+    host = host_resources(target.fact(NvidiaGpus), target.fact(CpuTopology), target.fact(MemInfo))
+    key = DEFAULT_API_KEY_FILE if settings.server_api_key == "file" else None
+    try:
+        plan = plan_server(host, model, settings, key)
+    except PlanError as exc:
+        raise TuneError(str(exc)) from exc
+    return plan, host, model
+
+
+class _Runner:
+    """Measures configurations on the target, caching --fit placements."""
+
+    def __init__(
+        self,
+        target: Target,
+        result: TuneResult,
+        server: str,
+        repetitions: int,
+        progress: Callable[[str], None],
+        record: Callable[[Trial], None],
+    ) -> None:
+        self.target = target
+        self.result = result
+        self.model = str(result.plan.value("model"))
+        self.fit_binary = sibling(server, FIT_PARAMS_NAME)
+        self.bench_binary = sibling(server, BENCH_NAME)
+        self.server_help = target.fact(LlamaServerHelp, binary=server)
+        self.bench_help = target.fact(LlamaBenchHelp, binary=self.bench_binary)
+        if not self.bench_help.available:
+            raise TuneError(f"{self.bench_binary}: {self.bench_help.reason}")
+        self.repetitions = repetitions
+        self.progress = progress
+        self.record = record
+        self.fitted: dict[tuple[str, ...], Placement | str] = {}
+        self.runs = 0
+        cpus = result.plan.value("cpus")
+        self.cpu_mask = (
+            f"0x{sum(1 << c for c in set(cpus)):x}" if isinstance(cpus, tuple) and cpus else None
+        )
+
+    def _fit(self, config: Config) -> Placement | str:
+        total = self.result.ctx * self.result.space.slots
+        argv = fit_params_argv(self.fit_binary, self.model, config, total, self.server_help)
+        key = tuple(argv)
+        if key not in self.fitted:
+            out = self.target.shell(f"cd /tmp && {shlex.join(argv)}", timeout_s=FIT_TIMEOUT_S)
+            if not out.ok:
+                tail = " ".join(out.stderr[-3:]) or "no output"
+                self.fitted[key] = f"--fit found no placement: {tail}"
+            else:
+                try:
+                    self.fitted[key] = parse_fit_output(out.stdout)
+                except TuneArgvError as exc:
+                    self.fitted[key] = str(exc)
+        return self.fitted[key]
+
+    def measure(self, configs: list[Config], labels: dict[Config, str]) -> None:
+        placed: list[tuple[Config, tuple[str, ...]]] = []
+        for config in configs:
+            fitted = self._fit(config) if config.placement == "fit" else None
+            if isinstance(fitted, str):
+                self._done(Trial(config, error=fitted, label=labels.get(config, "")))
+                continue
+            placed.append((config, placement_args(config, fitted)))
+        for group in group_configs(placed):
+            self.runs += 1
+            argv = bench_argv(
+                self.bench_binary,
+                self.model,
+                group,
+                self.result.depth,
+                self.repetitions,
+                self.bench_help,
+                self.cpu_mask,
+            )
+            members = group.configs
+            threads = ",".join(str(t or "-") for t in group.threads)
+            ubs = ",".join(str(u or "-") for u in group.ubatches)
+            self.progress(
+                f"run {self.runs}: {group.base.placement} {' '.join(group.placement)} "
+                f"{group.base.kv} fa {group.base.flash_attn} ub {ubs} t {threads} "
+                f"({len(members)} configuration(s))"
+            )
+            started = time.monotonic()
+            out = self.target.shell(
+                f"ulimit -l unlimited 2>/dev/null; cd /tmp && {shlex.join(argv)}",
+                timeout_s=RUN_TIMEOUT_S,
+            )
+            wall = time.monotonic() - started
+            try:
+                results = parse_jsonl(out.stdout)
+            except BenchOutputError as exc:
+                results, error = (), str(exc)
+            else:
+                error = "" if out.ok else "llama-bench failed: " + " ".join(out.stderr[-3:])
+            for config, (tg, pp) in assign_results(members, results, self.result.depth).items():
+                problem = error or ("" if tg and pp else "llama-bench printed no result for it")
+                trial = Trial(
+                    config,
+                    group.placement,
+                    tg,
+                    pp,
+                    wall,
+                    problem if not (tg and pp) else "",
+                    labels.get(config, ""),
+                )
+                self._done(trial)
+
+    def _done(self, trial: Trial) -> None:
+        self.result.trials.append(trial)
+        self.record(trial)
+        name = f"{trial.label}: " if trial.label else ""
+        if trial.score is None:
+            self.progress(f"  {name}{trial.config.brief()}: not measured ({trial.error})")
+        else:
+            assert trial.tg is not None and trial.pp is not None
+            self.progress(
+                f"  {name}{trial.config.brief()}: {trial.tg.test} {trial.tg.avg_ts:.1f} t/s, "
+                f"{trial.pp.test} {trial.pp.avg_ts:.1f} t/s"
+            )
+
+
+def run_tune(
+    target: Target,
+    settings: HostSettings,
+    *,
+    exhaustive: bool = False,
+    references: bool = False,
+    repetitions: int = DEFAULT_REPETITIONS,
+    server: str = SERVER_BINARY,
+    progress: Callable[[str], None] = lambda _: None,
+    record: Callable[[Trial], None] = lambda _: None,
+    known: list[Trial] | None = None,
+) -> TuneResult:
+    """Tune (or with ``exhaustive``, sweep every valid configuration) on ``target``.
+
+    ``references``: also measure llama.cpp's defaults and the seed recipe (labelled ``ref:``),
+    for a report; they never win. ``record`` gets every trial as it is measured. ``known``:
+    trials of an interrupted run of the same tune (``--resume``), not measured again.
+    """
+    started = time.monotonic()
+    plan, host, model = _plan(target, settings, server)
+    start = from_plan(plan)
+    ctx = int(str(plan.value("ctx")))
+    space = search_space(host, model, settings, start, ctx)  # type: ignore[arg-type]
+    result = TuneResult(target.name, plan, space, ctx, serving_depth(ctx), exhaustive=exhaustive)
+    runner = _Runner(target, result, server, repetitions, progress, record)
+    gpu = bool(host.gpus)  # type: ignore[attr-defined]
+    if start.placement == "fit" or (references and gpu):
+        check = target.shell(f"test -x {shlex.quote(runner.fit_binary)}")
+        if not check.ok:
+            raise TuneError(
+                f"{runner.fit_binary} is missing: --fit placements are read from it (the "
+                "llama_cpp deploy builds it with llama-server)"
+            )
+    progress(
+        f"serving context {ctx} tokens x {space.slots} slot(s): measuring "
+        f"pp{PROMPT_TOKENS} and tg{GEN_TOKENS} at depth {result.depth}, llama-bench -r "
+        f"{repetitions}"
+    )
+    for knob in space.knobs:
+        values = knob.values if exhaustive else knob.for_tune()
+        line = f"{knob.name}: {', '.join(str(v) for v in values)}"
+        if knob.fixed:
+            line += f" ({knob.fixed})"
+        progress(line)
+        if not exhaustive:
+            for value, why in knob.pruned:
+                progress(f"  pruned {knob.name} {value}: {why}")
+
+    service = target.fact(LlamaService)
+    name = service.record.service if service.record else "llama-server.service"
+    stop = bool(service.active)
+    if stop:
+        progress(f"stopping {name} for the measurements (it holds VRAM and cores)")
+        target.shell(f"systemctl stop {shlex.quote(name)}")
+    labels = {start: "plan"}
+    measured: dict[Config, search.Score | None] = {}
+    earlier = [t for t in known or () if t.score is not None]
+    result.trials += earlier
+    result.resumed = len(earlier)
+    measured.update({t.config: t.score for t in earlier if not t.label.startswith("ref:")})
+    if earlier:
+        progress(f"resuming: {len(earlier)} configuration(s) measured before are kept")
+    try:
+        if references:
+            budget = settings.fit_target_mib
+            refs = {
+                llama_defaults(budget, gpu): "ref:llama.cpp defaults",
+                seed_recipe(budget, gpu): "ref:seed recipe",
+                start: "ref:plan",
+            }
+            done = {t.label for t in earlier}
+            todo = [c for c, label in refs.items() if label not in done]
+            refs_started = time.monotonic()
+            if todo:
+                runner.measure(todo, refs)
+            result.refs_s = time.monotonic() - refs_started
+        while batch := search.next_batch(space, measured, exhaustive=exhaustive):
+            runner.measure(batch, labels)
+            for config in batch:
+                trial = next((t for t in reversed(result.trials) if t.config == config), None)
+                measured[config] = trial.score if trial else None
+            if exhaustive:
+                break
+    finally:
+        if stop:
+            target.shell(f"systemctl start {shlex.quote(name)}")
+            progress(f"{name} started again")
+    result.wall_s = time.monotonic() - started
+    return result
