@@ -124,7 +124,12 @@ def _thread_counts(host: HostResources, plan_threads: int | None) -> tuple[int, 
 
 
 def _dense_fit(
-    host: HostResources, model: GgufModelValue, margin: int | None, tokens: int
+    host: HostResources,
+    model: GgufModelValue,
+    margin: int | None,
+    tokens: int,
+    kv_types: tuple[str, ...],
+    ubatches: tuple[int, ...],
 ) -> tuple[tuple[tuple[str, int], bool], ...]:
     """Whether every layer fits on the GPUs with all expert tensors in RAM (-cmoe)."""
     if not host.gpus or not model.is_moe:
@@ -135,8 +140,8 @@ def _dense_fit(
     gpus = len(host.gpus)
     return tuple(
         ((kv, ub), dense + kv_mib(model, kv, tokens) + compute_mib(model, ub, gpus) <= usable)
-        for kv in ("f16", "q8_0", "q4_0")
-        for ub in UBATCHES
+        for kv in kv_types
+        for ub in ubatches
     )
 
 
@@ -163,7 +168,8 @@ def search_space(
     elif start.placement == "cpu" or not threads:
         pruned = ()
     else:
-        floor = max(threads) * 3 // 4
+        cores = host.pcore_physical_cores or host.physical_cores
+        floor = cores * 3 // 4
         pruned = tuple(
             (
                 t,
@@ -178,6 +184,9 @@ def search_space(
     if settings.kv_cache_type != "auto":
         why = f"kv_cache_type {settings.kv_cache_type} is set in settings (a quality choice)"
         knobs.append(Knob("kv", (settings.kv_cache_type,), fixed=why))
+    elif settings.workload == "mtp":
+        why = "MTP drafting keeps an f16 KV cache (llama-bench cannot measure draft acceptance)"
+        knobs.append(Knob("kv", ("f16",), fixed=why))
     elif not host.gpus:
         knobs.append(Knob("kv", ("f16",), fixed="no GPU: a smaller cache buys no GPU layers"))
     else:
@@ -200,7 +209,10 @@ def search_space(
 
     placements: tuple[str, ...] = (start.placement,)
     pruned_placement: tuple[tuple[object, str], ...] = ()
-    dense_fit = _dense_fit(host, model, start.fit_target, ctx * slots)
+    # Only the KV types and batches the knobs offer: a cpu-moe that fits with none of them is
+    # not a placement to offer.
+    kv_offered = knobs[1].values
+    dense_fit = _dense_fit(host, model, start.fit_target, ctx * slots, kv_offered, ubatches)
     if model.is_moe and start.placement == "fit" and any(ok for _, ok in dense_fit):
         placements += ("cpu-moe",)
         pruned_placement = (
