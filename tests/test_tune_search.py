@@ -82,6 +82,37 @@ def test_first_batch_is_the_start_and_its_thread_variants() -> None:
     assert batch == [START, replace(START, threads=12)]
 
 
+def test_a_start_with_nothing_to_vary_joins_the_next_knobs_batch() -> None:
+    """All on the GPU: threads and KV pruned, so the start is measured in one llama-bench run
+    with the ubatch variants instead of alone (a model load saved)."""
+    start = Config(placement="gpu", kv="f16", flash_attn="on", ubatch=512, threads=16)
+    space = SearchSpace(
+        start=start,
+        knobs=(
+            Knob("threads", (8, 12, 16), ((8, "gpu"), (12, "gpu"))),
+            Knob("kv", ("f16", "q8_0"), (("q8_0", "slower"),)),
+            Knob("ubatch", (256, 512, 2048)),
+            Knob("flash_attn", ("on", "off"), (("off", "slower"),)),
+            Knob("placement", ("gpu",), fixed="gpu"),
+            Knob("fit_target", (None,), fixed="--fit is off"),
+        ),
+        ctx=32768,
+        slots=1,
+        moe=False,
+    )
+    first = next_batch(space, {})
+    assert first == [start, replace(start, ubatch=256), replace(start, ubatch=2048)]
+    measured: dict[Config, Score | None] = {c: Score(200.0, 6000.0 + c.ubatch) for c in first}
+    # Nothing left to vary after the ubatch: one run was the whole search.
+    assert next_batch(space, measured) == []
+    assert winner(measured) == replace(start, ubatch=2048)
+    # A start with nothing to vary at all is measured alone.
+    alone = tuple(replace(k, values=(getattr(start, k.name),), pruned=()) for k in space.knobs)
+    lone = replace(space, knobs=alone)
+    assert next_batch(lone, {}) == [start]
+    assert next_batch(lone, {start: Score(200.0, 6000.0)}) == []
+
+
 def test_next_batch_moves_to_kv_with_the_chosen_thread_count() -> None:
     space = budget_space()
     measured: dict[Config, Score | None] = {

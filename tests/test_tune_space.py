@@ -94,9 +94,10 @@ def test_plenty_of_vram_grids(h100: HostResources) -> None:
     tune = space.grid(exhaustive=False)
     assert tune[0] == space.start
     assert set(tune) < set(full)
-    # threads 16 and f16 only: 3 ubatches x 2 FA.
-    assert len(tune) == 6
-    assert {(c.threads, c.kv) for c in tune} == {(16, "f16")}
+    # threads 16, f16 and FA on only: the 3 ubatches.
+    assert len(tune) == 3
+    assert {(c.threads, c.kv, c.flash_attn) for c in tune} == {(16, "f16", "on")}
+    assert "217.1 vs 169.2" in reasons(space, "flash_attn")["off"]
 
 
 # --- (b) the 4 GB budget ------------------------------------------------------------------------
@@ -104,9 +105,10 @@ def test_plenty_of_vram_grids(h100: HostResources) -> None:
 
 def test_four_gb_budget_fits_and_prunes_threads_below_three_quarters(h100: HostResources) -> None:
     space = space_for(h100, llama8b(), settings(context_size=32768, fit_target_mib=BUDGET_4GB))
+    # f16: at depth 16384 q8_0's attention on the CPU layers costs more than it buys.
     assert space.start == Config(
         placement="fit",
-        kv="q8_0",
+        kv="f16",
         flash_attn="on",
         ubatch=512,
         threads=16,
@@ -130,8 +132,9 @@ def test_four_gb_budget_fits_and_prunes_threads_below_three_quarters(h100: HostR
     assert tune[0] == space.start
     assert {c.threads for c in tune} == {12, 16}
     assert {c.fit_target for c in tune} == {BUDGET_4GB}
-    # 2 threads x (f16: 3 x 2 FA + q8_0: 3 x FA on) of the 27 of the sweep.
-    assert (len(tune), len(space.grid(exhaustive=True))) == (18, 27)
+    # 2 threads x 2 KV types x 3 ubatches, FA on (off pruned), of the 27 of the sweep.
+    assert (len(tune), len(space.grid(exhaustive=True))) == (12, 27)
+    assert "under a 4 GB budget" in reasons(space, "flash_attn")["off"]
 
 
 def test_fit_margin_is_a_knob_when_the_model_does_not_fit_by_itself(

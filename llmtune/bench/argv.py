@@ -48,13 +48,13 @@ from pathlib import PurePosixPath
 
 from llmtune.facts.llama import LlamaServerHelpValue
 from llmtune.facts.llama_service import ServiceRecord
+from llmtune.planner.kv_cost import serving_depth
 from llmtune.planner.serve import LLAMA_FIT_TARGET_MIB, UNKNOWN_CONTEXT
 from llmtune.planner.server_argv import ALL_LAYERS_NUMBER
 
 BENCH_NAME = "llama-bench"
 PROMPT_TOKENS = 512
 GEN_TOKENS = 128
-DEPTH_CAP = 16384
 # llama-bench's own default: five samples give the spread the thresholds are judged against.
 DEFAULT_REPETITIONS = 5
 # -cmoe (every expert on the CPU) as llama-bench's -ncmoe N (the experts of the first N layers).
@@ -225,11 +225,6 @@ def server_options(args: Sequence[str]) -> list[tuple[str, str | None]]:
             pairs.append((flag, following))
             i += 2
     return pairs
-
-
-def serving_depth(ctx_per_slot: int) -> int:
-    """Half of one slot's context, at most ``DEPTH_CAP`` (see the module docstring)."""
-    return max(0, min(ctx_per_slot // 2, DEPTH_CAP))
 
 
 def _int_or_none(value: str | None) -> int | None:

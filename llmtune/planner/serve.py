@@ -10,8 +10,9 @@ The rules, and where they come from:
   compute buffers fit in the usable VRAM; otherwise ``--fit`` places as many layers as fit;
   without a GPU, the CPU.
 - KV cache: f16 wherever everything fits (measured on the H100: q8_0 KV is 9-22% slower when
-  VRAM is plentiful); q8_0 only where it buys GPU layers (measured under a 4 GB budget: +25%);
-  f16 always for MTP drafting.
+  VRAM is plentiful); otherwise q8_0 only where the layers (or experts) it keeps on the GPU
+  outweigh its slower attention at the serving depth (``kv_cost``: measured under a 4 GB budget,
+  q8_0 +25% on a fresh prompt, -15% at depth 16384); f16 always for MTP drafting.
 - Threads: the P-cores' physical cores (every physical core on a non-hybrid CPU); measured under
   a VRAM budget: 16 threads 22.2 t/s vs 8 threads 13.2.
 - Settings that are set (kv_cache_type, threads, ubatch_size, flash_attn, fit_target_mib,
@@ -38,6 +39,7 @@ from llmtune.facts.cpu import CpuTopologyValue, format_cpulist
 from llmtune.facts.gpu import NvidiaGpusValue
 from llmtune.facts.meminfo import MemInfoValue
 from llmtune.facts.model import GgufModelValue
+from llmtune.planner.kv_cost import cheaper_kv, serving_depth
 from llmtune.settings import HostSettings, is_loopback
 
 MIB = 1024 * 1024
@@ -361,8 +363,15 @@ def _budget(
     )
 
 
-def _kv_cache(settings: HostSettings, budgets: dict[str, VramBudget], tokens: int) -> Decision:
-    """f16 unless q8_0 buys GPU layers; f16 always for MTP; the setting when it is set.
+def _kv_cache(
+    settings: HostSettings,
+    model: GgufModelValue,
+    budgets: dict[str, VramBudget],
+    tokens: int,
+    depth: int,
+) -> Decision:
+    """f16 unless q8_0 makes a token cheaper at the serving ``depth`` (``kv_cost``); f16 always
+    for MTP; the setting when it is set.
 
     ``budgets``: the VRAM arithmetic with f16 and with q8_0 KV ({} without a GPU).
     """
@@ -387,15 +396,30 @@ def _kv_cache(settings: HostSettings, budgets: dict[str, VramBudget], tokens: in
             "q8_0 KV is 9-22% slower when VRAM is plentiful"
         )
         return Decision("kv_cache", "f16", reason, "kv_cache_type")
+    room = f16.usable_mib - f16.compute_mib - f16.extra_mib
+    choice, f16_cost, q8_cost = cheaper_kv(model, room, tokens, depth)
+    what = "expert MiB" if model.is_moe and model.expert_tensor_bytes else "layers"
+    estimate = (
+        f"estimated per token at depth {depth}: f16 {f16_cost.cost / 1e6:.0f} MB of CPU "
+        f"weight streaming ({f16_cost.on_cpu:.0f} {what} on the CPU), q8_0 "
+        f"{q8_cost.cost / 1e6:.0f} MB ({q8_cost.on_cpu:.0f})"
+    )
+    if choice == "f16":
+        reason = (
+            f"f16: f16 KV ({f16.kv_mib} MiB at {tokens} tokens) does not fit in "
+            f"{f16.usable_mib} MiB usable, but q8_0 would not make a token cheaper: {estimate} "
+            "(measured on H100 under a 4 GB budget at depth 16384: f16 6.8 vs q8_0 5.8 t/s)"
+        )
+        return Decision("kv_cache", "f16", reason, "kv_cache_type")
     gain = (
         "keeps every layer on the GPU"
         if q8.fits
-        else "leaves room for more GPU layers; measured on H100 under a 4 GB budget: q8_0 22.2 "
-        "vs f16 17.7 t/s (+25%)"
+        else "leaves room for more GPU layers; measured on H100 under a 4 GB budget on a fresh "
+        "prompt: q8_0 22.2 vs f16 17.7 t/s (+25%)"
     )
     reason = (
         f"q8_0: f16 KV ({f16.kv_mib} MiB at {tokens} tokens) does not fit in {f16.usable_mib} "
-        f"MiB usable; q8_0 ({q8.kv_mib} MiB) {gain}"
+        f"MiB usable; q8_0 ({q8.kv_mib} MiB) {gain}; {estimate}"
     )
     return Decision("kv_cache", "q8_0", reason, "kv_cache_type")
 
@@ -555,7 +579,7 @@ def plan_server(
             kv_type: _budget(host, model, margins, kv_type, tokens, ubatch, mmproj)
             for kv_type in sorted(kv_types)
         }
-    kv = _kv_cache(settings, budgets, tokens)
+    kv = _kv_cache(settings, model, budgets, tokens, serving_depth(per_slot))
     kv_type = str(kv.value)
     placement = _placement(host, budgets.get(kv_type), kv_type)
 
