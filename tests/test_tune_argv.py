@@ -242,3 +242,12 @@ def test_parse_fit_output_without_a_placement_line_is_an_error() -> None:
 
     with pytest.raises(TuneArgvError, match="no placement"):
         parse_fit_output(["llama_fit: failed", ""])
+
+
+def test_progress_lines_count_tensor_overrides_instead_of_printing_them() -> None:
+    from llmtune.tune.run import _brief
+
+    # The recorded MoE placement: 34 override rules, one per layer whose experts go to RAM.
+    ot = ";".join(f"blk\\.{i}\\.ffn_(up|down|gate_up|gate)_(ch|)exps=CPU" for i in range(15, 49))
+    assert _brief(("-ngl", "49", "-ot", ot)) == "-ngl 49 -ot <34 tensor overrides>"
+    assert _brief(("-ngl", "999")) == "-ngl 999"

@@ -163,6 +163,7 @@ SHAPE = {"n_layer": 2, "n_expert": 4, "n_expert_used": 2, "kv_bytes_per_token": 
         # Per layer: 100 + 400 x 2/4 = 300 bytes of weights, 8 x 10 / 2 = 40 of KV.
         (3, "", 0, (890.0, 0.0)),  # all layers and the output layer (210) on the GPU
         (999, "", 0, (890.0, 0.0)),
+        (-1, "", 0, (890.0, 0.0)),  # llama.cpp's "all layers" (fit-params prints it with room)
         (2, "", 0, (680.0, 210.0)),  # every layer, but not the output layer
         (1, "", 0, (340.0, 550.0)),  # the LAST layer (blk.1) only
         (0, "", 0, (0.0, 890.0)),

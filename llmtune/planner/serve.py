@@ -406,7 +406,7 @@ def _kv_cache(
     )
     if choice == "f16":
         reason = (
-            f"f16: f16 KV ({f16.kv_mib} MiB at {tokens} tokens) does not fit in "
+            f"f16: the model with f16 KV ({f16.kv_mib} MiB at {tokens} tokens) does not fit in "
             f"{f16.usable_mib} MiB usable, but q8_0 would not make a token cheaper: {estimate} "
             "(measured on H100 under a 4 GB budget at depth 16384: f16 6.8 vs q8_0 5.8 t/s)"
         )

@@ -483,6 +483,8 @@ def bytes_per_token(
     layer's device. A model without output.weight reuses token_embd as its output (read whole).
     """
     rules = parse_overrides(overrides) if isinstance(overrides, str) else list(overrides)
+    if ngl < 0:  # llama.cpp's -ngl -1 (its default, and --fit's answer with room): every layer
+        ngl = n_layer + 1
     rules += [(_NCMOE.format(il), "CPU") for il in range(min(ncmoe, n_layer))]
     gpu_layers = min(max(ngl, 0), n_layer)
     first_gpu = n_layer - gpu_layers

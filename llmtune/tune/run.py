@@ -170,7 +170,7 @@ class _Runner:
             threads = ",".join(str(t or "-") for t in group.threads)
             ubs = ",".join(str(u or "-") for u in group.ubatches)
             self.progress(
-                f"run {self.runs}: {group.base.placement} {' '.join(group.placement)} "
+                f"run {self.runs}: {group.base.placement} {_brief(group.placement)} "
                 f"{group.base.kv} fa {group.base.flash_attn} ub {ubs} t {threads} "
                 f"({len(members)} configuration(s))"
             )
@@ -211,6 +211,15 @@ class _Runner:
                 f"  {name}{trial.config.brief()}: {trial.tg.test} {trial.tg.avg_ts:.1f} t/s, "
                 f"{trial.pp.test} {trial.pp.avg_ts:.1f} t/s"
             )
+
+
+def _brief(placement: tuple[str, ...]) -> str:
+    """Placement flags for a progress line: --fit's tensor overrides (a regex per layer, pages
+    of them for a MoE) as their count."""
+    out: list[str] = []
+    for flag, value in zip(placement[::2], placement[1::2], strict=False):
+        out += [flag, f"<{len(value.split(';'))} tensor overrides>" if flag == "-ot" else value]
+    return " ".join(out)
 
 
 def run_tune(
