@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# How docs/benchmarks.md was measured: run from the repository root on the GPU machine, with the
+# wheels (.whl) and the offline llama.cpp source (.device/llama.cpp-0c1e570.tar.gz) beside it.
+# Device run (issue 7), resumable: each call runs the steps not yet done for at most ~9 min,
+# then packs everything measured so far into $OUT/results.tgz (the device returns few files).
+# Call it again (within the warm window) to go on.
+set -u
+S=/srv/llmtune-issue7; mkdir -p $S/out
+timeout -k 5 ${BUDGET_S:-550} bash docs/benchmarks/h100/device-steps.sh; echo "steps rc=$?"
+tar czf $OUT/results.tgz -C $S out
+[ -e $S/llama-bin.tar.xz ] && [ ! -e $S/bin-sent ] && cp $S/llama-bin.tar.xz $OUT/ && touch $S/bin-sent
+ls $S/done.* 2>/dev/null | xargs -n1 basename 2>/dev/null | tr '\n' ' '; echo
+df -h / | tail -1; ls -la /srv/models 2>/dev/null
