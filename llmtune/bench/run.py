@@ -23,7 +23,7 @@ from llmtune.bench.results import (
     parse_store,
 )
 from llmtune.bench.snapshot import take_snapshot
-from llmtune.bench.target import Target
+from llmtune.bench.target import Target, measuring_command, service_stopped
 from llmtune.facts.cpu import CpuFreq
 from llmtune.facts.cuda import CudaToolkit
 from llmtune.facts.gpu import NvidiaGpus
@@ -70,25 +70,14 @@ def run_bench(
         raise BenchError(f"{target.name}: {exc}") from exc
     for note in command.notes:
         progress(f"note: {note}")
-    stop = service.active
-    if stop:
-        progress(f"stopping {record.service} for the bench (it holds the GPU and the cores)")
-        target.shell(f"systemctl stop {shlex.quote(record.service)}")
-    progress(
-        f"llama-bench: {', '.join(command.tests)} x {repetitions} repetitions "
-        f"({shlex.join(command.argv)})"
-    )
-    started = time.monotonic()
-    try:
-        # mlock as the service has it (LimitMEMLOCK=infinity); /tmp: llama-bench writes nothing.
-        result = target.shell(
-            f"ulimit -l unlimited 2>/dev/null; cd /tmp && {shlex.join(command.argv)}",
-            timeout_s=BENCH_TIMEOUT_S,
+    why = "the bench (it holds the GPU and the cores)"
+    with service_stopped(target, record.service, bool(service.active), why, progress):
+        progress(
+            f"llama-bench: {', '.join(command.tests)} x {repetitions} repetitions "
+            f"({shlex.join(command.argv)})"
         )
-    finally:
-        if stop:
-            target.shell(f"systemctl start {shlex.quote(record.service)}")
-            progress(f"{record.service} started again")
+        started = time.monotonic()
+        result = target.shell(measuring_command(command.argv), timeout_s=BENCH_TIMEOUT_S)
     if not result.ok:
         raise BenchError(f"{target.name}: llama-bench failed: {' '.join(result.stderr[-5:])}")
     try:

@@ -6,8 +6,11 @@ how to read it, how to compare) is the same code.
 
 from __future__ import annotations
 
+import shlex
 import socket
 import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,3 +70,26 @@ class PyinfraTarget:
     def shell(self, command: str, timeout_s: float = 600.0) -> ShellResult:
         ok, output = self.host.run_shell_command(command, _timeout=int(timeout_s))
         return ShellResult(bool(ok), tuple(output.stdout_lines), tuple(output.stderr_lines))
+
+
+def measuring_command(argv: Sequence[str]) -> str:
+    """A llama-bench (or fit-params) command line as bench and tune run it: mlock allowed as the
+    service has it (LimitMEMLOCK=infinity), in /tmp (it writes nothing)."""
+    return f"ulimit -l unlimited 2>/dev/null; cd /tmp && {shlex.join(argv)}"
+
+
+@contextmanager
+def service_stopped(
+    target: Target, service: str, active: bool, why: str, progress: Callable[[str], None]
+) -> Iterator[None]:
+    """Stop ``service`` (when ``active``) for measurements, and start it again whatever happens:
+    it holds VRAM, which --fit would see as taken, and would share the GPU and the cores."""
+    if active:
+        progress(f"stopping {service} for {why}")
+        target.shell(f"systemctl stop {shlex.quote(service)}")
+    try:
+        yield
+    finally:
+        if active:
+            target.shell(f"systemctl start {shlex.quote(service)}")
+            progress(f"{service} started again")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from llmtune.bench.argv import serving_depth
 from llmtune.bench.results import BenchOutputError, parse_jsonl
-from llmtune.bench.target import Target
+from llmtune.bench.target import Target, measuring_command, service_stopped
 from llmtune.facts.cpu import CpuTopology
 from llmtune.facts.gpu import NvidiaGpus
 from llmtune.facts.llama import SERVER_BINARY, LlamaServerHelp
@@ -175,10 +175,7 @@ class _Runner:
                 f"({len(members)} configuration(s))"
             )
             started = time.monotonic()
-            out = self.target.shell(
-                f"ulimit -l unlimited 2>/dev/null; cd /tmp && {shlex.join(argv)}",
-                timeout_s=RUN_TIMEOUT_S,
-            )
+            out = self.target.shell(measuring_command(argv), timeout_s=RUN_TIMEOUT_S)
             wall = time.monotonic() - started
             try:
                 results = parse_jsonl(out.stdout)
@@ -272,10 +269,6 @@ def run_tune(
 
     service = target.fact(LlamaService)
     name = service.record.service if service.record else "llama-server.service"
-    stop = bool(service.active)
-    if stop:
-        progress(f"stopping {name} for the measurements (it holds VRAM and cores)")
-        target.shell(f"systemctl stop {shlex.quote(name)}")
     labels = {start: "plan"}
     measured: dict[Config, search.Score | None] = {}
     earlier = [t for t in known or () if t.score is not None]
@@ -284,7 +277,8 @@ def run_tune(
     measured.update({t.config: t.score for t in earlier if not t.label.startswith("ref:")})
     if earlier:
         progress(f"resuming: {len(earlier)} configuration(s) measured before are kept")
-    try:
+    why = "the measurements (it holds VRAM and cores)"
+    with service_stopped(target, name, bool(service.active), why, progress):
         if references:
             budget = settings.fit_target_mib
             refs = {
@@ -305,9 +299,5 @@ def run_tune(
                 measured[config] = trial.score if trial else None
             if exhaustive:
                 break
-    finally:
-        if stop:
-            target.shell(f"systemctl start {shlex.quote(name)}")
-            progress(f"{name} started again")
     result.wall_s = time.monotonic() - started
     return result
