@@ -18,8 +18,8 @@ import click
 from llmtune.bench.target import LocalTarget, PyinfraTarget, Target
 from llmtune.facts.llama import SERVER_BINARY
 from llmtune.settings import HostSettings, SettingsError, load_settings
-from llmtune.tune import host_vars, search
-from llmtune.tune.run import DEFAULT_REPETITIONS, TuneError, TuneResult, run_tune
+from llmtune.tune import confirm, host_vars, search
+from llmtune.tune.run import DEFAULT_REPETITIONS, TuneError, TuneResult, run_confirm, run_tune
 from llmtune.tune.trial import SCHEMA, Trial, parse_trials
 
 EXIT_USAGE = 2
@@ -67,6 +67,64 @@ def summary(result: TuneResult) -> list[str]:
     return lines
 
 
+def _confirm(
+    target: Target,
+    settings: HostSettings,
+    files: tuple[Path, ...],
+    rounds: int,
+    repetitions: int,
+    output: Path,
+    binary: str,
+) -> None:
+    try:
+        found = confirm.finalists(
+            [(str(f), parse_trials(f.read_text().splitlines())) for f in files]
+        )
+    except (confirm.ConfirmError, ValueError, KeyError) as exc:
+        _say(f"--confirm: {exc}")
+        sys.exit(EXIT_USAGE)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("a") as sink:
+        sink.write(json.dumps({"schema": SCHEMA, "kind": "start", "host": target.name,
+                               "confirm": True, "time": time.time()}) + "\n")  # fmt: skip
+        sink.flush()
+
+        def record(trial: Trial) -> None:
+            sink.write(trial.to_json(host=target.name, confirm=True, time=time.time()) + "\n")
+            sink.flush()
+
+        try:
+            result = run_confirm(
+                target,
+                settings,
+                found,
+                rounds=rounds,
+                repetitions=repetitions,
+                server=binary,
+                progress=lambda line: _say(f"[{target.name}] {line}"),
+                record=record,
+            )
+        except TuneError as exc:
+            _say(f"{target.name}: {exc}")
+            sys.exit(1)
+        medians = confirm.confirmed(result.trials)
+        lines = [
+            f"confirm on {result.host}: {len(found)} configuration(s) x {rounds} round(s) in "
+            f"{_minutes(result.wall_s)}; medians at depth {result.depth}",
+            *confirm.summary(medians),
+        ]
+        summary_line = {"schema": SCHEMA, "kind": "summary", "host": target.name,
+                        "confirm": True, "time": time.time(), "wall_s": round(result.wall_s, 1),
+                        "rounds": rounds, "ctx": result.ctx, "depth": result.depth,
+                        "lines": lines}  # fmt: skip
+        sink.write(json.dumps(summary_line) + "\n")
+    click.echo("\n".join(lines))
+    click.echo(f"raw: {output}")
+    if not any(c.tg for c in medians.values()):
+        _say("no configuration could be measured")
+        sys.exit(1)
+
+
 def _earlier(output: Path, host: str, exhaustive: bool) -> list[Trial]:
     """The measured trials of the same kind of run on the same host in ``output``."""
     if not output.exists():
@@ -74,7 +132,10 @@ def _earlier(output: Path, host: str, exhaustive: bool) -> list[Trial]:
     return [
         trial
         for data, trial in parse_trials(output.read_text().splitlines())
-        if data.get("host") == host and bool(data.get("exhaustive")) == exhaustive and trial.score
+        if data.get("host") == host
+        and bool(data.get("exhaustive")) == exhaustive
+        and not data.get("confirm")
+        and trial.score
     ]
 
 
@@ -127,6 +188,13 @@ def _open_target(inventory: Path | None, limit: str | None):
 @click.option("--resume", is_flag=True,
               help="Keep the configurations an interrupted run of the same tune wrote to -o "
                    "and measure only the rest.")  # fmt: skip
+@click.option("--confirm", "confirm_files", multiple=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Measure again, in separate interleaved llama-bench runs, the references and "
+                   "the winner of these earlier tune (or --exhaustive) files; repeatable. "
+                   "Ranks by the rounds' median; writes nothing to settings.")  # fmt: skip
+@click.option("--rounds", type=click.IntRange(1, 50), default=3, show_default=True,
+              help="With --confirm: how many times each configuration is measured.")  # fmt: skip
 @click.option("--binary", default=SERVER_BINARY, show_default=True,
               help="llama-server of the build to measure (llama-bench and llama-fit-params "
                    "beside it).")  # fmt: skip
@@ -141,6 +209,8 @@ def tune(
     write_path: Path | None,
     no_write: bool,
     resume: bool,
+    confirm_files: tuple[Path, ...],
+    rounds: int,
     binary: str,
 ) -> None:
     """Measure threads, KV type, physical batch, flash attention and placement at the serving
@@ -157,6 +227,12 @@ def tune(
         _say(str(exc))
         sys.exit(EXIT_USAGE)
     assert settings is not None
+    if confirm_files:
+        if exhaustive or references or resume:
+            raise click.UsageError("--confirm measures the files' finalists only: leave out "
+                                   "--exhaustive, --references and --resume")  # fmt: skip
+        _confirm(target, settings, confirm_files, rounds, repetitions, output, binary)
+        return
     destination = None if no_write else _write_target(write_path, inventory, limit, settings_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     known = _earlier(output, target.name, exhaustive) if resume else []

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtune.tune import confirm
 from llmtune.tune.config import Config
 from llmtune.tune.search import Score, winner
 from llmtune.tune.trial import SCHEMA, Trial, parse_trials
@@ -111,8 +112,9 @@ def all_trials(runs: Iterable[Session]) -> list[Trial]:
 
 
 def search_trials(trials: Iterable[Trial]) -> list[Trial]:
-    """The search's own trials (the references never win, as in ``TuneResult.measured``)."""
-    return [t for t in trials if not t.label.startswith("ref:")]
+    """The search's own trials (the references never win, as in ``TuneResult.measured``; nor do
+    re-measurements of ``--confirm``)."""
+    return [t for t in trials if not t.label.startswith(("ref:", confirm.PREFIX))]
 
 
 def measured(trials: Iterable[Trial]) -> dict[Config, Score | None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from llmtune.bench.argv import serving_depth
@@ -26,7 +26,7 @@ from llmtune.facts.model import GgufModel
 from llmtune.planner.serve import PlanError, ServePlan, host_resources, plan_server
 from llmtune.planner.unit import DEFAULT_API_KEY_FILE
 from llmtune.settings import HostSettings
-from llmtune.tune import search
+from llmtune.tune import confirm, search
 from llmtune.tune.argv import (
     BENCH_NAME,
     FIT_PARAMS_NAME,
@@ -299,5 +299,44 @@ def run_tune(
                 measured[config] = trial.score if trial else None
             if exhaustive:
                 break
+    result.wall_s = time.monotonic() - started
+    return result
+
+
+def run_confirm(
+    target: Target,
+    settings: HostSettings,
+    finalists: Mapping[Config, tuple[str, ...]],
+    *,
+    rounds: int,
+    repetitions: int = DEFAULT_REPETITIONS,
+    server: str = SERVER_BINARY,
+    progress: Callable[[str], None] = lambda _: None,
+    record: Callable[[Trial], None] = lambda _: None,
+) -> TuneResult:
+    """Measure ``finalists`` (config -> names, ``confirm.finalists``) again: each in a
+    llama-bench run of its own, in turn, for ``rounds`` rounds (``confirm.schedule``). The
+    trials are labelled with their names (``confirm.label``)."""
+    started = time.monotonic()
+    plan, host, model = _plan(target, settings, server)
+    ctx = int(str(plan.value("ctx")))
+    space = search_space(host, model, settings, from_plan(plan), ctx)  # type: ignore[arg-type]
+    result = TuneResult(target.name, plan, space, ctx, serving_depth(ctx))
+    runner = _Runner(target, result, server, repetitions, progress, record)
+    labels = {config: confirm.label(names) for config, names in finalists.items()}
+    order = confirm.schedule(list(finalists), rounds)
+    progress(
+        f"confirming {len(finalists)} configuration(s) in {rounds} round(s) of separate "
+        f"llama-bench runs (-r {repetitions}) at depth {result.depth}: "
+        + "; ".join(", ".join(names) for names in finalists.values())
+    )
+    service = target.fact(LlamaService)
+    name = service.record.service if service.record else "llama-server.service"
+    why = "the measurements (it holds VRAM and cores)"
+    with service_stopped(target, name, bool(service.active), why, progress):
+        for i, config in enumerate(order):
+            if i % len(finalists) == 0:
+                progress(f"round {i // len(finalists) + 1} of {rounds}")
+            runner.measure([config], labels)
     result.wall_s = time.monotonic() - started
     return result

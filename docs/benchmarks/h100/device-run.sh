@@ -8,6 +8,7 @@ set -u
 S=/srv/llmtune-issue7; mkdir -p $S/out
 timeout -k 5 ${BUDGET_S:-550} bash docs/benchmarks/h100/device-steps.sh; echo "steps rc=$?"
 tar czf $OUT/results.tgz -C $S out
-[ -e $S/llama-bin.tar.xz ] && [ ! -e $S/bin-sent ] && cp $S/llama-bin.tar.xz $OUT/ && touch $S/bin-sent
+# The build, in parts under the device's 16 MiB per returned file, for a later session to carry.
+[ -e $S/llama-bin.tar.xz ] && [ ! -e $S/bin-sent ] && split -b 15M -d $S/llama-bin.tar.xz $OUT/llama-bin.tar.xz.part && touch $S/bin-sent
 ls $S/done.* 2>/dev/null | xargs -n1 basename 2>/dev/null | tr '\n' ' '; echo
 df -h / | tail -1; ls -la /srv/models 2>/dev/null
