@@ -19,8 +19,14 @@ from llmtune.bench.target import LocalTarget, PyinfraTarget, Target
 from llmtune.facts.llama import SERVER_BINARY
 from llmtune.settings import HostSettings, SettingsError, load_settings
 from llmtune.tune import confirm, host_vars, search
-from llmtune.tune.run import DEFAULT_REPETITIONS, TuneError, TuneResult, run_confirm, run_tune
-from llmtune.tune.trial import SCHEMA, Trial, parse_trials
+from llmtune.tune.run import (
+    DEFAULT_REPETITIONS,
+    TuneError,
+    TuneResult,
+    run_confirm,
+    run_tune,
+)
+from llmtune.tune.trial import NOT_SEARCH, SCHEMA, Trial, parse_trials
 
 EXIT_USAGE = 2
 
@@ -49,7 +55,7 @@ def summary(result: TuneResult) -> list[str]:
     """What tune found, as the user reads it (also the evidence lines of the host_vars block)."""
     winner = result.trial(result.winner)
     plan = next((t for t in result.trials if t.label == "plan" and t.score), None)
-    measured = [t for t in result.trials if not t.label.startswith("ref:")]
+    measured = [t for t in result.trials if not t.label.startswith(NOT_SEARCH)]
     failed = sum(t.score is None for t in measured)
     what = "exhaustive sweep" if result.exhaustive else "tune"
     lines = [
@@ -64,6 +70,8 @@ def summary(result: TuneResult) -> list[str]:
     lines.append(_row(winner, "winner", plan))
     if not result.exhaustive:
         lines += [f"  {line}" for line in search.path(result.space, result.measured)]
+    if result.check is not None:
+        lines.append(f"  check: {result.check.reason()}")
     return lines
 
 
@@ -77,9 +85,7 @@ def _confirm(
     binary: str,
 ) -> None:
     try:
-        found = confirm.finalists(
-            [(str(f), parse_trials(f.read_text().splitlines())) for f in files]
-        )
+        found = confirm.finalists([(str(f), f.read_text().splitlines()) for f in files])
     except (confirm.ConfirmError, ValueError, KeyError) as exc:
         _say(f"--confirm: {exc}")
         sys.exit(EXIT_USAGE)

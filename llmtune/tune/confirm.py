@@ -17,14 +17,14 @@ once per round; its trials carry every name (``confirm:plan,sweep best``).
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from llmtune.tune.config import Config
 from llmtune.tune.search import winner
-from llmtune.tune.trial import Trial
+from llmtune.tune.trial import NOT_SEARCH, SCHEMA, Trial, parse_trials
 
 PREFIX = "confirm:"
 TUNE_NAME, SWEEP_NAME = "tune", "sweep best"
@@ -36,17 +36,18 @@ class ConfirmError(ValueError):
     """The files name no configuration to confirm; the message says which file and why."""
 
 
-def finalists(
-    files: Sequence[tuple[str, Sequence[tuple[Mapping[str, Any], Trial]]]],
-) -> dict[Config, tuple[str, ...]]:
-    """Config -> its names, from ``(path, parse_trials(path's lines))`` of earlier tunes.
+def finalists(files: Sequence[tuple[str, Sequence[str]]]) -> dict[Config, tuple[str, ...]]:
+    """Config -> its names, from ``(path, lines)`` of earlier tune files.
 
-    A file's ``ref:NAME`` trials give NAME; the winner of its search trials gives ``tune``, or
-    ``sweep best`` when they come from an exhaustive sweep. Later files' names are added to
-    earlier ones; a name given twice keeps the first file's configuration.
+    A file's ``ref:NAME`` trials give NAME; the configuration its tune chose gives ``tune``,
+    or ``sweep best`` when it is an exhaustive sweep: the last summary's ``winner`` (after
+    tune's end-of-search check), else the winner of its search trials (an interrupted run).
+    Later files' names are added to earlier ones; a name given twice keeps the first file's
+    configuration.
     """
     named: dict[str, Config] = {}
-    for path, rows in files:
+    for path, lines in files:
+        rows = parse_trials(lines)
         found = False
         refs = {
             t.label.removeprefix("ref:"): t.config for _, t in rows if t.label.startswith("ref:")
@@ -54,8 +55,8 @@ def finalists(
         for name, config in refs.items():
             named.setdefault(name, config)
             found = True
-        search = [(d, t) for d, t in rows if not t.label.startswith(("ref:", PREFIX))]
-        best = winner({t.config: t.score for _, t in search if t.score is not None})
+        search = [(d, t) for d, t in rows if not t.label.startswith((*NOT_SEARCH, PREFIX))]
+        best = _chosen(lines) or winner({t.config: t.score for _, t in search if t.score})
         if best is not None:
             exhaustive = any(bool(d.get("exhaustive")) for d, _ in search)
             named.setdefault(SWEEP_NAME if exhaustive else TUNE_NAME, best)
@@ -67,6 +68,17 @@ def finalists(
     for name in sorted(named, key=lambda n: (rank.get(n, len(ORDER)), n)):
         out[named[name]] = (*out.get(named[name], ()), name)
     return out
+
+
+def _chosen(lines: Sequence[str]) -> Config | None:
+    """The ``winner`` of the last summary line of a tune (not of a --confirm) file."""
+    for line in reversed(lines):
+        if '"summary"' not in line:
+            continue
+        data = json.loads(line)
+        if data.get("schema") == SCHEMA and data.get("kind") == "summary" and data.get("winner"):
+            return Config.from_dict(dict(data["winner"]))
+    return None
 
 
 def label(names: Sequence[str]) -> str:

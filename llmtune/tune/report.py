@@ -34,7 +34,7 @@ from typing import Any
 from llmtune.tune import confirm
 from llmtune.tune.config import Config
 from llmtune.tune.search import Score, winner
-from llmtune.tune.trial import SCHEMA, Trial, parse_trials
+from llmtune.tune.trial import NOT_SEARCH, SCHEMA, Trial, parse_trials
 
 # The five columns of the report, in order.
 DEFAULTS, SEED, PLAN, TUNE, BEST = (
@@ -113,8 +113,8 @@ def all_trials(runs: Iterable[Session]) -> list[Trial]:
 
 def search_trials(trials: Iterable[Trial]) -> list[Trial]:
     """The search's own trials (the references never win, as in ``TuneResult.measured``; nor do
-    re-measurements of ``--confirm``)."""
-    return [t for t in trials if not t.label.startswith(("ref:", confirm.PREFIX))]
+    re-measurements: tune's end-of-search check, ``--confirm``)."""
+    return [t for t in trials if not t.label.startswith((*NOT_SEARCH, confirm.PREFIX))]
 
 
 def measured(trials: Iterable[Trial]) -> dict[Config, Score | None]:
@@ -185,11 +185,20 @@ def sweep_seconds(runs: Sequence[Session]) -> float:
     return sum(s.span_s for s in runs)
 
 
+def chosen(runs: Sequence[Session]) -> Config | None:
+    """The configuration the last finished tune session chose (its summary's ``winner``: after
+    the end-of-search check it can be the start rather than the fastest search number)."""
+    for run in reversed(runs):
+        if run.summary and run.summary.get("winner"):
+            return Config.from_dict(dict(run.summary["winner"]))
+    return None
+
+
 def columns(tune: Sequence[Session], sweep: Sequence[Session]) -> dict[str, Trial | None]:
     """The trial behind each of the five columns (None: not measured)."""
     tune_trials, sweep_trials = all_trials(tune), all_trials(sweep)
     out: dict[str, Trial | None] = {c: reference(tune_trials, r) for c, r in REF_LABELS.items()}
-    out[TUNE] = latest(tune_trials, winner(measured(tune_trials)))
+    out[TUNE] = latest(tune_trials, chosen(tune) or winner(measured(tune_trials)))
     out[BEST] = latest(sweep_trials, winner(measured(sweep_trials)))
     return out
 

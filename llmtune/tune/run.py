@@ -43,7 +43,7 @@ from llmtune.tune.argv import (
 )
 from llmtune.tune.config import Config, from_plan, llama_defaults, seed_recipe
 from llmtune.tune.space import SearchSpace, search_space
-from llmtune.tune.trial import Trial, assign_results
+from llmtune.tune.trial import CHECK_LABEL, NOT_SEARCH, Trial, assign_results
 
 # One llama-bench run: a model load, the depth's prompt and a few configurations. A CPU-bound
 # configuration at depth 16384 takes minutes.
@@ -70,19 +70,23 @@ class TuneResult:
     exhaustive: bool = False
     # Configurations an earlier, interrupted run of the same tune measured (--resume).
     resumed: int = 0
+    # The end-of-search check of the winner against the start (search.keeps_winner), and the
+    # configuration it chose; None where no check was made (the start won, or a sweep).
+    check: search.Check | None = None
+    chosen: Config | None = None
 
     @property
     def measured(self) -> dict[Config, search.Score | None]:
-        return {t.config: t.score for t in self.trials if not t.label.startswith("ref:")}
+        return {t.config: t.score for t in self.trials if not t.label.startswith(NOT_SEARCH)}
 
     @property
     def winner(self) -> Config | None:
-        return search.winner(self.measured)
+        return self.chosen or search.winner(self.measured)
 
     def trial(self, config: Config | None) -> Trial | None:
-        """The search's measurement of ``config`` (not a reference's)."""
+        """The search's measurement of ``config`` (not a reference's or the check's)."""
         found = [t for t in self.trials if t.config == config and t.score]
-        return next((t for t in found if not t.label.startswith("ref:")), None)
+        return next((t for t in found if not t.label.startswith(NOT_SEARCH)), None)
 
 
 def _plan(target: Target, settings: HostSettings, server: str) -> tuple[ServePlan, object, object]:
@@ -146,6 +150,15 @@ class _Runner:
                 except TuneArgvError as exc:
                     self.fitted[key] = str(exc)
         return self.fitted[key]
+
+    def runs_for(self, configs: list[Config]) -> int:
+        """How many llama-bench runs ``configs`` take (one where their placement allows)."""
+        placed = []
+        for config in configs:
+            fitted = self._fit(config) if config.placement == "fit" else None
+            if not isinstance(fitted, str):
+                placed.append((config, placement_args(config, fitted)))
+        return len(group_configs(placed))
 
     def measure(self, configs: list[Config], labels: dict[Config, str]) -> None:
         placed: list[tuple[Config, tuple[str, ...]]] = []
@@ -274,7 +287,7 @@ def run_tune(
     earlier = [t for t in known or () if t.score is not None]
     result.trials += earlier
     result.resumed = len(earlier)
-    measured.update({t.config: t.score for t in earlier if not t.label.startswith("ref:")})
+    measured.update({t.config: t.score for t in earlier if not t.label.startswith(NOT_SEARCH)})
     if earlier:
         progress(f"resuming: {len(earlier)} configuration(s) measured before are kept")
     why = "the measurements (it holds VRAM and cores)"
@@ -299,8 +312,42 @@ def run_tune(
                 measured[config] = trial.score if trial else None
             if exhaustive:
                 break
+        if not exhaustive:
+            _check(runner, result, start, progress)
     result.wall_s = time.monotonic() - started
     return result
+
+
+def _check(
+    runner: _Runner, result: TuneResult, start: Config, progress: Callable[[str], None]
+) -> None:
+    """Measure the start again after the search and keep the winner only if it beats the
+    start beyond the noise that shows (search.keeps_winner). The winner is measured in the same
+    run where the placement allows it (no extra model load)."""
+    found = search.winner(result.measured)
+    if found is None or found == start or result.measured.get(start) is None:
+        return
+    batch = [start, found] if runner.runs_for([start, found]) == 1 else [start]
+    progress(
+        "check: the start measured again"
+        + (" with the winner" if len(batch) == 2 else "")
+        + " (a winner must beat the start by more than the run-to-run noise)"
+    )
+    runner.measure(batch, {c: CHECK_LABEL for c in batch})
+
+    def scores(config: Config) -> list[search.Score]:
+        return [
+            t.score
+            for t in result.trials
+            if t.config == config and t.score and not t.label.startswith("ref:")
+        ]
+
+    if len(scores(start)) < 2:
+        progress("check: the start could not be measured again; the search's winner stands")
+        return
+    result.check = search.keeps_winner(scores(start), scores(found))
+    result.chosen = found if result.check.keep else start
+    progress(f"check: {result.check.reason()}")
 
 
 def run_confirm(

@@ -20,6 +20,10 @@ from llmtune.tune.config import Config
 from llmtune.tune.search import Score
 
 SCHEMA = "llmtune.tune/v1"
+# Labels of trials that are not the search's own: the references (``ref:NAME``) and the
+# end-of-search re-measurement of the start (and of the winner where one run holds both).
+CHECK_LABEL = "check"
+NOT_SEARCH = ("ref:", CHECK_LABEL)
 
 
 @dataclass(frozen=True)

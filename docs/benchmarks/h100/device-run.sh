@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # How docs/benchmarks.md was measured: run from the repository root on the GPU machine, with the
-# wheels (.whl) and the offline llama.cpp source (.device/llama.cpp-0c1e570.tar.gz) beside it.
+# wheels (.whl) and the offline llama.cpp source (.device/llama.cpp-0c1e570.tar.gz) beside it, or
+# instead of the source the build an earlier call returned (.devbin/llama-bin.tar.xz.part*).
 # Device run (issue 7), resumable: each call runs the steps not yet done for at most ~9 min,
 # then packs everything measured so far into $OUT/results.tgz (the device returns few files).
 # Call it again (within the warm window) to go on.
