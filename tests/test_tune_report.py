@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llmtune.tune import report
+from llmtune.tune import report, trial
 from llmtune.tune.report import (
     BEST,
     DEFAULTS,
@@ -112,7 +112,8 @@ def test_ratios_and_criteria() -> None:
     assert r["plan / sweep best (TG)"] == pytest.approx(5859.311274 / 6145.348026)
     assert r["plan / defaults (TG)"] == pytest.approx(5859.311274 / 3778.877351)
     assert r["tune / sweep best (TG)"] == pytest.approx(6041.262436 / 6145.348026)
-    assert r["sweep's tune config / sweep best (TG)"] == pytest.approx(6023.50847 / 6145.348026)
+    key = "sweep's tune config / sweep's best in the sweep run (TG)"
+    assert r[key] == pytest.approx(6023.50847 / 6145.348026)
     assert r["tune time / sweep time"] == pytest.approx(s.tune_s / s.sweep_s)
     checks = {c.name: c.passed for c in criteria(s)}
     # 0.953, 1.551, 0.983, 0.371 against 0.97, 1, 0.99, 0.25.
@@ -140,8 +141,43 @@ def test_markdown_tables() -> None:
     md = report.markdown([scenario("s1"), scenario("s2")])
     assert "| llmtune tune | 6,019.4 | 26,786.8 | cpu f16 fa off ub 256 t 2 lm mlock |" in md
     assert "| seed recipe | - | - | not measured |" in md
-    assert "| s2 | plan TG / sweep best TG | 0.953 | at least 0.97 | **FAIL** |" in md
-    assert "| s2 | plan TG / defaults TG | 1.551 | at least 1 | pass |" in md
+    # Unconfirmed: no noise column value, a miss is a FAIL.
+    assert "| s2 | plan TG / sweep best TG | 0.953 | - | at least 0.97 | **FAIL** |" in md
+    assert "| s2 | plan TG / defaults TG | 1.551 | - | at least 1 | pass |" in md
+
+
+def test_a_confirmed_scenario_uses_the_medians_of_its_rounds() -> None:
+    s = scenario("c")  # c-tune.jsonl, c-sweep.jsonl and c-confirm.jsonl
+    rounds = [
+        (t.label, t.tg.avg_ts if t.tg else None)
+        for _, t in trial.parse_trials(text("c-confirm.jsonl").splitlines())
+    ]
+    plan = sorted(v for label, v in rounds if label == "confirm:plan")
+    defaults = sorted(v for label, v in rounds if label == "confirm:llama.cpp defaults")
+    assert len(plan) == 3 and len(defaults) == 3
+    assert s.tg(PLAN) == pytest.approx(plan[1])
+    assert s.rounds(PLAN).tg_spread == pytest.approx((plan[2] - plan[0]) / plan[1])
+    # The seed recipe failed every round: no confirmed number, and its run's (none) stays.
+    assert s.rounds(SEED) is None and s.tg(SEED) is None
+    r = ratios(s)
+    assert r["plan / defaults (TG)"] == pytest.approx(plan[1] / defaults[1])
+    check = next(c for c in criteria(s) if c.name == "plan TG / defaults TG")
+    assert check.noise == pytest.approx(
+        max((plan[2] - plan[0]) / plan[1], (defaults[2] - defaults[0]) / defaults[1])
+    )
+    md = report.markdown([s])
+    assert "medians of 3 interleaved rounds" in md
+    assert f"| llmtune plan | {plan[1]:,.1f} | {plan[0]:,.1f}-{plan[2]:,.1f} |" in md
+
+
+def test_a_miss_smaller_than_the_rounds_spread_is_within_noise() -> None:
+    near = report.Check("plan TG / defaults TG", 0.975, "at least", 1.0, noise=0.05)
+    far = report.Check("plan TG / defaults TG", 0.94, "at least", 1.0, noise=0.05)
+    once = report.Check("plan TG / defaults TG", 0.975, "at least", 1.0)
+    assert near.passed is False and near.within_noise
+    assert far.passed is False and not far.within_noise
+    assert not once.within_noise  # measured once: no noise to be within
+    assert report.Check("x", 1.01, "at least", 1.0, noise=0.05).within_noise is False
 
 
 # A hand-built model: 2 layers, 4 experts of which 2 are used, 8 KV bytes per token.
@@ -224,6 +260,8 @@ def test_the_cli_writes_markdown_and_charts(tmp_path: Path) -> None:
             f"CPU VM={FIXTURES / 's1'}",
             "--scenario",
             f"CPU VM resumed={FIXTURES / 's2'}",
+            "--scenario",
+            f"CPU VM confirmed={FIXTURES / 'c'}",
             "--roofline",
             str(roofline),
             "--out-md",
@@ -237,9 +275,13 @@ def test_the_cli_writes_markdown_and_charts(tmp_path: Path) -> None:
     assert "### CPU VM resumed" in written and "![CPU VM](../png/cpu-vm-columns.png)" in written
     # The roofline columns only for the scenario that has an entry (s1, found by its stem).
     assert written.count("roofline TG t/s") == 1
+    # The confirm file beside c-tune/c-sweep is read: its scenario has the medians' table.
+    assert written.count("medians of 3 interleaved rounds") == 1
     charts = sorted(p.name for p in png.iterdir())
     assert charts == [
         "cpu-vm-columns.png",
+        "cpu-vm-confirmed-columns.png",
+        "cpu-vm-confirmed-sweep.png",
         "cpu-vm-resumed-columns.png",
         "cpu-vm-resumed-sweep.png",
         "cpu-vm-sweep.png",

@@ -7,7 +7,11 @@ functions over the ``llmtune.tune/v1`` JSON lines, plus a small CLI::
 
 Each scenario ``DIR/sN`` has two files: ``DIR/sN-tune.jsonl`` (``llmtune tune --references``:
 the ``ref:*`` trials, then the search's) and ``DIR/sN-sweep.jsonl`` (``llmtune tune
---exhaustive``, maybe resumed over several sessions).
+--exhaustive``, maybe resumed over several sessions), and may have a third,
+``DIR/sN-confirm.jsonl`` (``llmtune tune --confirm`` of the first two: the five columns measured
+again in interleaved rounds). Where it is there, the columns' numbers and the criteria are its
+medians, and a criterion missed by less than the rounds' own spread is reported as "within
+noise" rather than pass or fail; the tune and sweep runs' own numbers are shown beside them.
 
 Times come from the lines' wall-clock ``time`` stamps, per session (a ``start`` line opens one):
 an interrupted session has no summary, but its last line says how far it got. The tune's time
@@ -46,6 +50,8 @@ DEFAULTS, SEED, PLAN, TUNE, BEST = (
 )
 COLUMNS = (DEFAULTS, SEED, PLAN, TUNE, BEST)
 REF_LABELS = {DEFAULTS: "ref:llama.cpp defaults", SEED: "ref:seed recipe", PLAN: "ref:plan"}
+# The columns' names in a --confirm file (confirm.ORDER).
+CONFIRM_NAMES = dict(zip(COLUMNS, confirm.ORDER, strict=True))
 
 
 # --- reading the files -------------------------------------------------------------------------
@@ -145,6 +151,26 @@ class Scenario:
     tune: tuple[Session, ...]
     sweep: tuple[Session, ...]
     columns: Mapping[str, Trial | None] = field(default_factory=dict)
+    # Column -> its confirmed rounds (``--confirm``); empty without a confirm file.
+    confirmed: Mapping[str, confirm.Confirmed] = field(default_factory=dict)
+
+    def rounds(self, column: str) -> confirm.Confirmed | None:
+        found = self.confirmed.get(column)
+        return found if found is not None and found.tg else None
+
+    def tg(self, column: str) -> float | None:
+        """The column's TG: the median of its confirmed rounds, else its tune/sweep run's."""
+        found = self.rounds(column)
+        return found.tg_median if found else tg(self.columns.get(column))
+
+    def pp(self, column: str) -> float | None:
+        found = self.rounds(column)
+        return found.pp_median if found else pp(self.columns.get(column))
+
+    def noise(self, *names: str) -> float | None:
+        """The largest relative TG range of the named columns' rounds; None unconfirmed."""
+        spreads = [r.tg_spread for n in names if (r := self.rounds(n)) and r.tg_spread is not None]
+        return max(spreads) if len(spreads) == len(names) else None
 
     @property
     def tune_s(self) -> float:
@@ -203,19 +229,23 @@ def columns(tune: Sequence[Session], sweep: Sequence[Session]) -> dict[str, Tria
     return out
 
 
-def scenario(title: str, tune_text: str, sweep_text: str) -> Scenario:
+def scenario(title: str, tune_text: str, sweep_text: str, confirm_text: str = "") -> Scenario:
     tune, sweep = tuple(sessions(tune_text)), tuple(sessions(sweep_text))
-    return Scenario(title, tune, sweep, columns(tune, sweep))
+    rounds = confirm.confirmed(t for _, t in parse_trials(confirm_text.splitlines()))
+    by_column = {c: rounds[n] for c, n in CONFIRM_NAMES.items() if n in rounds}
+    return Scenario(title, tune, sweep, columns(tune, sweep), by_column)
 
 
 def load_scenario(spec: str) -> Scenario:
-    """``"TITLE=DIR/sN"`` -> the scenario of ``DIR/sN-tune.jsonl`` and ``DIR/sN-sweep.jsonl``."""
+    """``"TITLE=DIR/sN"`` -> the scenario of ``DIR/sN-tune.jsonl`` and ``DIR/sN-sweep.jsonl``
+    (and ``DIR/sN-confirm.jsonl`` where there is one)."""
     title, sep, stem = spec.partition("=")
     if not sep or not title or not stem:
         raise ValueError(f"--scenario {spec!r}: expected TITLE=DIR/sN")
     tune = Path(f"{stem}-tune.jsonl").read_text()
     sweep = Path(f"{stem}-sweep.jsonl").read_text()
-    return scenario(title, tune, sweep)
+    confirmed = Path(f"{stem}-confirm.jsonl")
+    return scenario(title, tune, sweep, confirmed.read_text() if confirmed.exists() else "")
 
 
 def tg(trial: Trial | None) -> float | None:
@@ -231,13 +261,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(s: Scenario) -> dict[str, float | None]:
-    c = s.columns
-    best = tg(c[BEST])
+    """The criteria's ratios (of confirmed medians where there are any) and two more."""
+    best = s.tg(BEST)
     return {
-        "plan / sweep best (TG)": ratio(tg(c[PLAN]), best),
-        "plan / defaults (TG)": ratio(tg(c[PLAN]), tg(c[DEFAULTS])),
-        "tune / sweep best (TG)": ratio(tg(c[TUNE]), best),
-        "sweep's tune config / sweep best (TG)": ratio(tg(s.sweep_of_tune), best),
+        "plan / sweep best (TG)": ratio(s.tg(PLAN), best),
+        "plan / defaults (TG)": ratio(s.tg(PLAN), s.tg(DEFAULTS)),
+        "tune / sweep best (TG)": ratio(s.tg(TUNE), best),
+        "sweep's tune config / sweep's best in the sweep run (TG)": ratio(
+            tg(s.sweep_of_tune), tg(s.columns.get(BEST))
+        ),
         "tune time / sweep time": ratio(s.tune_s, s.sweep_s),
     }
 
@@ -262,6 +294,9 @@ class Check:
     # "at least" (value >= threshold) or "at most".
     bound: str
     threshold: float
+    # The relative run-to-run range of the measurements behind ``value`` (confirmed rounds);
+    # None where they were measured once.
+    noise: float | None = None
 
     @property
     def passed(self) -> bool | None:
@@ -272,18 +307,38 @@ class Check:
             return self.value >= self.threshold
         return self.value <= self.threshold
 
+    @property
+    def within_noise(self) -> bool:
+        """Missed, but by less than the spread of the rounds behind it: the measurements cannot
+        tell the two apart."""
+        if self.passed is not False or self.noise is None or self.value is None:
+            return False
+        return self.value >= self.threshold * (1 - self.noise)
+
 
 def criteria(s: Scenario, limits: Thresholds = Thresholds()) -> list[Check]:
     r = ratios(s)
     return [
         Check(
-            "plan TG / sweep best TG", r["plan / sweep best (TG)"], "at least", limits.plan_vs_best
+            "plan TG / sweep best TG",
+            r["plan / sweep best (TG)"],
+            "at least",
+            limits.plan_vs_best,
+            s.noise(PLAN, BEST),
         ),
         Check(
-            "plan TG / defaults TG", r["plan / defaults (TG)"], "at least", limits.plan_vs_defaults
+            "plan TG / defaults TG",
+            r["plan / defaults (TG)"],
+            "at least",
+            limits.plan_vs_defaults,
+            s.noise(PLAN, DEFAULTS),
         ),
         Check(
-            "tune TG / sweep best TG", r["tune / sweep best (TG)"], "at least", limits.tune_vs_best
+            "tune TG / sweep best TG",
+            r["tune / sweep best (TG)"],
+            "at least",
+            limits.tune_vs_best,
+            s.noise(TUNE, BEST),
         ),
         Check(
             "tune time / sweep time", r["tune time / sweep time"], "at most", limits.time_vs_sweep
@@ -298,8 +353,10 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _verdict(passed: bool | None) -> str:
-    return {True: "pass", False: "**FAIL**", None: "n/a"}[passed]
+def _verdict(check: Check) -> str:
+    if check.within_noise:
+        return "within noise"
+    return {True: "pass", False: "**FAIL**", None: "n/a"}[check.passed]
 
 
 def markdown(
@@ -315,17 +372,38 @@ def markdown(
     for s in scenarios:
         bound = (rooflines or {}).get(s.title, {})
         out += [f"### {s.title}", ""]
-        head = "| | TG t/s | PP t/s | configuration |"
-        rule = "|---|---:|---:|---|"
+        confirmed = any(s.rounds(c) for c in COLUMNS)
+        if confirmed:
+            n = max(r.rounds for c in COLUMNS if (r := s.rounds(c)))
+            out += [
+                f"TG and PP: medians of {n} interleaved rounds (`llmtune tune --confirm`), "
+                "each a llama-bench run of its own; the TG range of the rounds; the TG the "
+                "tune or sweep run measured.",
+                "",
+            ]
+            head = "| | TG t/s | TG range | PP t/s | TG in its run | configuration |"
+            rule = "|---|---:|---:|---:|---:|---|"
+        else:
+            head = "| | TG t/s | PP t/s | configuration |"
+            rule = "|---|---:|---:|---|"
         if bound:
             head, rule = head + " roofline TG t/s | TG / roofline |", rule + "---:|---:|"
         out += [head, rule]
         for name in COLUMNS:
             t = s.columns.get(name)
             brief = "not measured" if t is None or t.score is None else t.config.brief()
-            row = f"| {name} | {_num(tg(t))} | {_num(pp(t))} | {brief} |"
+            if confirmed:
+                r = s.rounds(name)
+                spread = f"{min(r.tg):,.1f}-{max(r.tg):,.1f}" if r else "-"
+                row = (
+                    f"| {name} | {_num(s.tg(name))} | {spread} | {_num(s.pp(name))} | "
+                    f"{_num(tg(t))} | {brief} |"
+                )
+            else:
+                row = f"| {name} | {_num(tg(t))} | {_num(pp(t))} | {brief} |"
             if bound:
-                row += f" {_num(bound.get(name))} | {_num(ratio(tg(t), bound.get(name)), 2)} |"
+                b = bound.get(name)
+                row += f" {_num(b)} | {_num(ratio(s.tg(name), b), 2)} |"
             out.append(row)
         out += [
             "",
@@ -339,13 +417,21 @@ def markdown(
         out.append("")
         for path in (charts or {}).get(s.title, ()):
             out += [f"![{s.title}]({path})", ""]
-    out += ["### Acceptance criteria", "", "| scenario | criterion | value | required | result |"]
-    out.append("|---|---|---:|---|---|")
+    out += [
+        "### Acceptance criteria",
+        "",
+        "noise: the larger TG range (max - min over median) of the two columns' confirmed "
+        'rounds; a ratio that misses its bound by less is "within noise".',
+        "",
+        "| scenario | criterion | value | noise | required | result |",
+        "|---|---|---:|---:|---|---|",
+    ]
     for s in scenarios:
         for c in criteria(s, limits):
             need = f"{c.bound} {c.threshold:g}"
+            noise = "-" if c.noise is None else f"{c.noise * 100:.1f}%"
             out.append(
-                f"| {s.title} | {c.name} | {_num(c.value, 3)} | {need} | {_verdict(c.passed)} |"
+                f"| {s.title} | {c.name} | {_num(c.value, 3)} | {noise} | {need} | {_verdict(c)} |"
             )
     return "\n".join(out) + "\n"
 
@@ -367,17 +453,31 @@ def plot_columns(s: Scenario, path: Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = ["#9e9e9e", "#bdbdbd", "#4c78a8", "#f58518", "#54a24b"]
-    for ax, (what, value) in zip(axes, (("TG", tg), ("PP", pp)), strict=True):
-        values = [value(s.columns.get(c)) for c in COLUMNS]
-        bars = ax.bar(range(len(COLUMNS)), [v or 0.0 for v in values], color=colors)
+    for ax, what in zip(axes, ("TG", "PP"), strict=True):
+        values = [s.tg(c) if what == "TG" else s.pp(c) for c in COLUMNS]
+        low, high = [], []
+        for c, v in zip(COLUMNS, values, strict=True):
+            r = s.rounds(c)
+            got = (r.tg if what == "TG" else r.pp) if r else ()
+            low.append(v - min(got) if got and v is not None else 0.0)
+            high.append(max(got) - v if got and v is not None else 0.0)
+        bars = ax.bar(
+            range(len(COLUMNS)),
+            [v or 0.0 for v in values],
+            color=colors,
+            yerr=[low, high] if any(low) or any(high) else None,
+            capsize=4,
+        )
         for bar, v in zip(bars, values, strict=True):
-            label = "n/a" if v is None else f"{v:,.0f}"
+            label = "n/a" if v is None else f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+            # Inside the bar, half-way up: clear of the range whiskers on its top.
             ax.annotate(
                 label,
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height() / 2),
                 ha="center",
-                va="bottom",
+                va="center",
                 fontsize=8,
+                color="black",
             )
         test = next(
             (
@@ -387,7 +487,8 @@ def plot_columns(s: Scenario, path: Path) -> Path:
             ),
             "",
         )
-        ax.set_title(f"{what} {test}".strip())
+        how = " (median, range of rounds)" if any(s.rounds(c) for c in COLUMNS) else ""
+        ax.set_title(f"{what} {test}{how}".strip())
         ax.set_ylabel(f"{what} (t/s)")
         ax.set_xticks(range(len(COLUMNS)))
         ax.set_xticklabels([c.replace(" ", "\n", 1) for c in COLUMNS], fontsize=8)
