@@ -21,6 +21,10 @@ from test_llama_cpp_container import MODEL
 
 from llmtune.ops.llama_build import DEFAULT_PREFIX
 from llmtune.synthetic_model import SHAPES, write_model
+from llmtune.tune import confirm
+from llmtune.tune.config import Config
+from llmtune.tune.search import winner
+from llmtune.tune.trial import CHECK_LABEL, NOT_SEARCH, parse_trials
 
 pytestmark = pytest.mark.container
 fleet = fleet_fixture(3, names=["canary", "node2", "node3"])
@@ -147,3 +151,41 @@ def test_baseline_then_slower_upgrade_caught_on_the_canary(tmp_path, fleet, tarb
         assert current(host) == first and main_pid(host) == pids[host.name]
         runs = (host.read(STORE) or "").splitlines()
         assert len(runs) == 1 and json.loads(runs[0])["baseline"]
+
+    # llmtune tune on node2 over SSH with the references (the service stopped while it
+    # measures, started again), then --confirm of its file: the search, its end-of-search
+    # check of the winner against the start, the winner written to node2's host_vars.
+    tune_out = tmp_path / "tune.jsonl"
+    proc = run("llmtune", "tune", "-i", str(inv), "--limit", "node2", "--references", "-r", "1",
+               "-o", str(tune_out), timeout=1200)  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    print("EVIDENCE tune:\n" + proc.stdout)
+    lines = tune_out.read_text().splitlines()
+    rows = parse_trials(lines)
+    summary = json.loads(lines[-1])
+    assert summary["kind"] == "summary" and summary["winner"]
+    labels = [t.label for _, t in rows]
+    assert "ref:llama.cpp defaults" in labels and "plan" in labels
+    start = Config.from_dict(summary["start"])
+    searched = winner({t.config: t.score for _, t in rows if not t.label.startswith(NOT_SEARCH)})
+    checked = [t for _, t in rows if t.label == CHECK_LABEL]
+    if searched == start:
+        assert not checked  # the start won the search: nothing to check
+    else:  # the start measured again, and the chosen one is the search's winner or the start
+        assert start in {t.config for t in checked}, labels
+        assert "check: " in proc.stdout
+        assert Config.from_dict(summary["winner"]) in (searched, start)
+    written = (tmp_path / "host_vars" / "node2.yaml").read_text()
+    assert ">>> llmtune tune" in written and "server_port: 8093" in written, written
+    assert node2.run(["systemctl", "is-active", "llama-server"]).stdout.strip() == "active"
+
+    confirm_out = tmp_path / "confirm.jsonl"
+    proc = run("llmtune", "tune", "-i", str(inv), "--limit", "node2", "--confirm",
+               str(tune_out), "--rounds", "2", "-r", "1", "-o", str(confirm_out),
+               timeout=1200)  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    print("EVIDENCE confirm:\n" + proc.stdout)
+    medians = confirm.confirmed(t for _, t in parse_trials(confirm_out.read_text().splitlines()))
+    assert medians["plan"].rounds == 2 and medians["llama.cpp defaults"].rounds == 2
+    assert medians["tune"].config == Config.from_dict(summary["winner"])
+    assert node2.run(["systemctl", "is-active", "llama-server"]).stdout.strip() == "active"
