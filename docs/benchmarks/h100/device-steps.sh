@@ -11,6 +11,9 @@ say() { echo "[$(date +%T)] $*"; }
 # its estimated time fits before the wrapper's timeout; otherwise this call ends and the next
 # one starts with it.
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-550} - 10 ))
+# SCENARIOS: which scenarios this call measures (default 123); the 8B is made only for 1 and 2,
+# the MoE only for 3.
+wants() { case "${SCENARIOS:-123}" in *$1*) return 0 ;; *) return 1 ;; esac; }
 fits() { [ $(( $(date +%s) + $1 )) -le $DEADLINE ] || { say "next call: $2 needs ~$1 s"; exit 0; }; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 
@@ -20,8 +23,8 @@ llama_cpp_source_tarball: $PWD/.device/llama.cpp-0c1e570.tar.gz
 llama_cpp_install_build_tools: false
 YAML
   (
-    [ -e $S/done.gen8 ] || { python3 -m llmtune.synthetic_model /srv/models/llama8b-f16.gguf --shape llama-8b && touch $S/done.gen8; }
-    [ -e $S/done.genmoe ] || [ "${SCENARIOS:-123}" = 12 ] || { python3 -m llmtune.synthetic_model /srv/models/qwen3moe-q8_0.gguf --shape qwen3moe --type q8_0 && touch $S/done.genmoe; }
+    [ -e $S/done.gen8 ] || ! { wants 1 || wants 2; } || { python3 -m llmtune.synthetic_model /srv/models/llama8b-f16.gguf --shape llama-8b && touch $S/done.gen8; }
+    [ -e $S/done.genmoe ] || ! wants 3 || { python3 -m llmtune.synthetic_model /srv/models/qwen3moe-q8_0.gguf --shape qwen3moe --type q8_0 && touch $S/done.genmoe; }
   ) > $O/modelgen.log 2>&1 &
   gen=$!
   python3 - > $O/gpu-bandwidth.txt 2>&1 <<'PY'
@@ -58,7 +61,7 @@ PY
   mark build
 fi
 
-if ! is_done q8b; then
+if ! is_done q8b && { wants 1 || wants 2; }; then
   [ -e $S/done.gen8 ] || { say "8B not generated"; exit 1; }
   s=$(date +%s)
   $B/llama-quantize /srv/models/llama8b-f16.gguf $M8 Q4_K_M > $O/quantize-8b.log 2>&1 || { say "quantize 8B failed"; exit 1; }
@@ -138,12 +141,9 @@ confirm() {  # confirm N ESTIMATED_S
   cat $O/s$n-confirm.txt; mark confirm$n
 }
 
-scenario 1 || exit 1
-scenario 2 || exit 1
-confirm 1 90 || exit 1
-confirm 2 220 || exit 1
-# SCENARIOS=12: the 8B scenarios only (the MoE is neither generated nor measured).
-[ "${SCENARIOS:-123}" = 12 ] && { say "scenarios 1 and 2 done"; exit 0; }
+if wants 1; then scenario 1 || exit 1; confirm 1 90 || exit 1; fi
+if wants 2; then scenario 2 || exit 1; confirm 2 220 || exit 1; fi
+wants 3 || { say "scenarios ${SCENARIOS} done"; exit 0; }
 
 if ! is_done qmoe; then
   fits 240 qmoe
@@ -154,7 +154,7 @@ if ! is_done qmoe; then
   say "MoE quantized in $(( $(date +%s) - s )) s"; mark qmoe
 fi
 if ! is_done tables; then
-  python3 - $M8 $MM > $O/tensor-tables.json <<'PY'
+  python3 - $MM > $O/tensor-tables.json <<'PY'
 import json, sys, gguf
 out = {}
 for path in sys.argv[1:]:
@@ -167,5 +167,5 @@ PY
 fi
 scenario 3 || exit 1
 confirm 3 200 || exit 1
-noise
+wants 2 && noise
 say "all done"
