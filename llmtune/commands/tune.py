@@ -65,7 +65,9 @@ def summary(result: TuneResult) -> list[str]:
         + f"; serving context {result.ctx} tokens, measured at depth {result.depth}",
     ]
     for ref in (t for t in result.trials if t.label.startswith("ref:")):
-        lines.append(_row(ref, ref.label.removeprefix("ref:"), plan))
+        name = ref.label.removeprefix("ref:")
+        # The plan's reference run is a separate measurement of the search's start.
+        lines.append(_row(ref, "plan (reference)" if name == "plan" else name, plan))
     lines.append(_row(plan, "plan"))
     lines.append(_row(winner, "winner", plan))
     if not result.exhaustive:
