@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -77,6 +78,25 @@ def summary(result: TuneResult) -> list[str]:
     return lines
 
 
+class _Log:
+    """The JSON lines of one invocation in ``-o``: its start line, every trial as it is
+    measured (an interrupted run keeps them), its summary. ``kind`` marks every line
+    (``exhaustive`` or ``confirm``), so --resume and the report tell the runs apart."""
+
+    def __init__(self, sink: TextIO, host: str, **kind: bool) -> None:
+        self.sink, self.host, self.kind = sink, host, kind
+        self.line("start")
+
+    def line(self, what: str, **fields: object) -> None:
+        head = {"schema": SCHEMA, "kind": what, "host": self.host, **self.kind}
+        self.sink.write(json.dumps({**head, "time": time.time(), **fields}) + "\n")
+        self.sink.flush()
+
+    def record(self, trial: Trial) -> None:
+        self.sink.write(trial.to_json(host=self.host, **self.kind, time=time.time()) + "\n")
+        self.sink.flush()
+
+
 def _confirm(
     target: Target,
     settings: HostSettings,
@@ -93,14 +113,7 @@ def _confirm(
         sys.exit(EXIT_USAGE)
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("a") as sink:
-        sink.write(json.dumps({"schema": SCHEMA, "kind": "start", "host": target.name,
-                               "confirm": True, "time": time.time()}) + "\n")  # fmt: skip
-        sink.flush()
-
-        def record(trial: Trial) -> None:
-            sink.write(trial.to_json(host=target.name, confirm=True, time=time.time()) + "\n")
-            sink.flush()
-
+        log = _Log(sink, target.name, confirm=True)
         try:
             result = run_confirm(
                 target,
@@ -110,7 +123,7 @@ def _confirm(
                 repetitions=repetitions,
                 server=binary,
                 progress=lambda line: _say(f"[{target.name}] {line}"),
-                record=record,
+                record=log.record,
             )
         except TuneError as exc:
             _say(f"{target.name}: {exc}")
@@ -121,11 +134,8 @@ def _confirm(
             f"{_minutes(result.wall_s)}; medians at depth {result.depth}",
             *confirm.summary(medians),
         ]
-        summary_line = {"schema": SCHEMA, "kind": "summary", "host": target.name,
-                        "confirm": True, "time": time.time(), "wall_s": round(result.wall_s, 1),
-                        "rounds": rounds, "ctx": result.ctx, "depth": result.depth,
-                        "lines": lines}  # fmt: skip
-        sink.write(json.dumps(summary_line) + "\n")
+        log.line("summary", wall_s=round(result.wall_s, 1), rounds=rounds, ctx=result.ctx,
+                 depth=result.depth, lines=lines)  # fmt: skip
     click.echo("\n".join(lines))
     click.echo(f"raw: {output}")
     if not any(c.tg for c in medians.values()):
@@ -245,15 +255,7 @@ def tune(
     output.parent.mkdir(parents=True, exist_ok=True)
     known = _earlier(output, target.name, exhaustive) if resume else []
     with output.open("a") as sink:
-        sink.write(json.dumps({"schema": SCHEMA, "kind": "start", "host": target.name,
-                               "exhaustive": exhaustive, "time": time.time()}) + "\n")  # fmt: skip
-        sink.flush()
-
-        def record(trial: Trial) -> None:
-            line = trial.to_json(host=target.name, exhaustive=exhaustive, time=time.time())
-            sink.write(line + "\n")
-            sink.flush()
-
+        log = _Log(sink, target.name, exhaustive=exhaustive)
         try:
             result = run_tune(
                 target,
@@ -263,32 +265,23 @@ def tune(
                 repetitions=repetitions,
                 server=binary,
                 progress=lambda line: _say(f"[{target.name}] {line}"),
-                record=record,
+                record=log.record,
                 known=known,
             )
         except TuneError as exc:
             _say(f"{target.name}: {exc}")
             sys.exit(1)
         lines = summary(result)
-        sink.write(
-            json.dumps(
-                {
-                    "schema": SCHEMA,
-                    "kind": "summary",
-                    "host": target.name,
-                    "exhaustive": exhaustive,
-                    "time": time.time(),
-                    "wall_s": round(result.wall_s, 1),
-                    "refs_s": round(result.refs_s, 1),
-                    "resumed": result.resumed,
-                    "ctx": result.ctx,
-                    "depth": result.depth,
-                    "start": result.space.start.to_dict(),
-                    "winner": result.winner.to_dict() if result.winner else None,
-                    "lines": lines,
-                }
-            )
-            + "\n"
+        log.line(
+            "summary",
+            wall_s=round(result.wall_s, 1),
+            refs_s=round(result.refs_s, 1),
+            resumed=result.resumed,
+            ctx=result.ctx,
+            depth=result.depth,
+            start=result.space.start.to_dict(),
+            winner=result.winner.to_dict() if result.winner else None,
+            lines=lines,
         )
     click.echo("\n".join(lines))
     click.echo(f"raw: {output}")
