@@ -31,6 +31,7 @@ import pytest
 from .nspawn import (
     CPU_PATH,
     CPUFREQ_DEFAULTS,
+    INTEL_PSTATE_DEFAULTS,
     THP_PATH,
     Fleet,
     HarnessError,
@@ -45,6 +46,7 @@ from .nspawn import (
 __all__ = [
     "CPUFREQ_DEFAULTS",
     "CPU_PATH",
+    "INTEL_PSTATE_DEFAULTS",
     "THP_PATH",
     "Fleet",
     "HarnessError",
