@@ -153,7 +153,8 @@ def test_tuned_applies_throughput_performance_to_the_cpufreq_standins(fleet: Fle
             for n in cpus(host)
         )
 
-    wait_for(applied, 30, f"tuned: governor and EPP performance, min_perf_pct {min_perf_pct}")
+    expected = f"governor and EPP performance, min_perf_pct {min_perf_pct.strip()}"
+    wait_for(applied, 30, f"tuned: {expected}")
     assert host.run("tuned-adm active").stdout.strip().endswith("throughput-performance")
 
     # Persistence comes from tuned re-applying its profile at boot, not from the harness.
