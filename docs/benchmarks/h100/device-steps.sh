@@ -62,7 +62,10 @@ PY
 fi
 
 if ! is_done q8b && { wants 1 || wants 2; }; then
-  [ -e $S/done.gen8 ] || { say "8B not generated"; exit 1; }
+  if [ ! -e $S/done.gen8 ]; then  # the build was carried or made by a call for scenario 3 only
+    fits 140 q8b
+    python3 -m llmtune.synthetic_model /srv/models/llama8b-f16.gguf --shape llama-8b >> $O/modelgen.log 2>&1 && touch $S/done.gen8 || { say "8B generation failed"; exit 1; }
+  fi
   s=$(date +%s)
   $B/llama-quantize /srv/models/llama8b-f16.gguf $M8 Q4_K_M > $O/quantize-8b.log 2>&1 || { say "quantize 8B failed"; exit 1; }
   rm -f /srv/models/llama8b-f16.gguf
@@ -82,7 +85,8 @@ done
 # once instead of polling (--poll 0) while the GPU runs its layers; each variant a separate
 # llama-bench run per round, the variants in turn.
 noise() {
-  is_done noise && return 0
+  # Measured once (committed): a later session's call does not spend its device time again.
+  is_done noise || [ -s docs/benchmarks/h100/noise.jsonl ] && return 0
   fits 130 noise
   say "noise probe"
   rm -f $O/noise.jsonl
@@ -148,7 +152,10 @@ wants 3 || { say "scenarios ${SCENARIOS} done"; exit 0; }
 
 if ! is_done qmoe; then
   fits 260 qmoe  # measured 227-251 s
-  [ -e $S/done.genmoe ] || { say "MoE not generated"; exit 1; }
+  if [ ! -e $S/done.genmoe ]; then  # the build was made by a call for scenarios 1 and 2 only
+    fits 400 qmoe
+    python3 -m llmtune.synthetic_model /srv/models/qwen3moe-q8_0.gguf --shape qwen3moe --type q8_0 >> $O/modelgen.log 2>&1 && touch $S/done.genmoe || { say "MoE generation failed"; exit 1; }
+  fi
   s=$(date +%s)
   $B/llama-quantize --allow-requantize /srv/models/qwen3moe-q8_0.gguf $MM Q4_K_M > $O/quantize-moe.log 2>&1 || { say "quantize MoE failed"; tail -5 $O/quantize-moe.log; exit 1; }
   rm -f /srv/models/qwen3moe-q8_0.gguf
