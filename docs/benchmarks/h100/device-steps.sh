@@ -15,6 +15,9 @@ DEADLINE=$(( $(date +%s) + ${BUDGET_S:-550} - 10 ))
 # the MoE only for 3.
 wants() { case "${SCENARIOS:-123}" in *$1*) return 0 ;; *) return 1 ;; esac; }
 fits() { [ $(( $(date +%s) + $1 )) -le $DEADLINE ] || { say "next call: $2 needs ~$1 s"; exit 0; }; }
+# The synthetic models (their shapes: docs/benchmarks.md), each made once per machine.
+gen8() { [ -e $S/done.gen8 ] || { python3 -m llmtune.synthetic_model /srv/models/llama8b-f16.gguf --shape llama-8b && touch $S/done.gen8; }; }
+genmoe() { [ -e $S/done.genmoe ] || { python3 -m llmtune.synthetic_model /srv/models/qwen3moe-q8_0.gguf --shape qwen3moe --type q8_0 && touch $S/done.genmoe; }; }
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 
 if ! is_done build; then
@@ -23,8 +26,8 @@ llama_cpp_source_tarball: $PWD/.device/llama.cpp-0c1e570.tar.gz
 llama_cpp_install_build_tools: false
 YAML
   (
-    [ -e $S/done.gen8 ] || ! { wants 1 || wants 2; } || { python3 -m llmtune.synthetic_model /srv/models/llama8b-f16.gguf --shape llama-8b && touch $S/done.gen8; }
-    [ -e $S/done.genmoe ] || ! wants 3 || { python3 -m llmtune.synthetic_model /srv/models/qwen3moe-q8_0.gguf --shape qwen3moe --type q8_0 && touch $S/done.genmoe; }
+    ! { wants 1 || wants 2; } || gen8
+    ! wants 3 || genmoe
   ) > $O/modelgen.log 2>&1 &
   gen=$!
   python3 - > $O/gpu-bandwidth.txt 2>&1 <<'PY'
@@ -64,7 +67,7 @@ fi
 if ! is_done q8b && { wants 1 || wants 2; }; then
   if [ ! -e $S/done.gen8 ]; then  # the build was carried or made by a call for scenario 3 only
     fits 140 q8b
-    python3 -m llmtune.synthetic_model /srv/models/llama8b-f16.gguf --shape llama-8b >> $O/modelgen.log 2>&1 && touch $S/done.gen8 || { say "8B generation failed"; exit 1; }
+    gen8 >> $O/modelgen.log 2>&1 || { say "8B generation failed"; exit 1; }
   fi
   s=$(date +%s)
   $B/llama-quantize /srv/models/llama8b-f16.gguf $M8 Q4_K_M > $O/quantize-8b.log 2>&1 || { say "quantize 8B failed"; exit 1; }
@@ -154,7 +157,7 @@ if ! is_done qmoe; then
   fits 260 qmoe  # measured 227-251 s
   if [ ! -e $S/done.genmoe ]; then  # the build was made by a call for scenarios 1 and 2 only
     fits 400 qmoe
-    python3 -m llmtune.synthetic_model /srv/models/qwen3moe-q8_0.gguf --shape qwen3moe --type q8_0 >> $O/modelgen.log 2>&1 && touch $S/done.genmoe || { say "MoE generation failed"; exit 1; }
+    genmoe >> $O/modelgen.log 2>&1 || { say "MoE generation failed"; exit 1; }
   fi
   s=$(date +%s)
   $B/llama-quantize --allow-requantize /srv/models/qwen3moe-q8_0.gguf $MM Q4_K_M > $O/quantize-moe.log 2>&1 || { say "quantize MoE failed"; tail -5 $O/quantize-moe.log; exit 1; }
